@@ -1,0 +1,105 @@
+//! Decoding PostgreSQL rows into domain types.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgRow;
+use sqlx::{Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use crate::adapters::sql::db_error;
+use crate::core::experiment::Experiment;
+use crate::core::run::{Metric, Run, RunStatus};
+use crate::core::{Error, Result, TenantId};
+
+pub(super) fn experiment(row: &PgRow, tenant: TenantId) -> Result<Experiment> {
+    let tags: sqlx::types::Json<BTreeMap<String, String>> =
+        row.try_get("tags").map_err(db_error)?;
+    Ok(Experiment {
+        id: row.try_get::<Uuid, _>("id").map_err(db_error)?.into(),
+        tenant_id: tenant,
+        name: row.try_get("name").map_err(db_error)?,
+        description: row.try_get("description").map_err(db_error)?,
+        tags: tags.0,
+        created_at: row.try_get("created_at").map_err(db_error)?,
+        updated_at: row.try_get("updated_at").map_err(db_error)?,
+        version: row.try_get("version").map_err(db_error)?,
+    })
+}
+
+/// A run without its params, tags and metrics; `attach_children` fills them in.
+pub(super) fn run(row: &PgRow, tenant: TenantId) -> Result<Run> {
+    let status: String = row.try_get("status").map_err(db_error)?;
+    Ok(Run {
+        id: row.try_get::<Uuid, _>("id").map_err(db_error)?.into(),
+        tenant_id: tenant,
+        experiment_id: row
+            .try_get::<Uuid, _>("experiment_id")
+            .map_err(db_error)?
+            .into(),
+        name: row.try_get("name").map_err(db_error)?,
+        status: status
+            .parse::<RunStatus>()
+            .map_err(|e| Error::Internal(anyhow::anyhow!(e)))?,
+        start_time: row.try_get("start_time").map_err(db_error)?,
+        end_time: row.try_get("end_time").map_err(db_error)?,
+        params: BTreeMap::new(),
+        tags: BTreeMap::new(),
+        metrics: Vec::new(),
+        created_at: row.try_get("created_at").map_err(db_error)?,
+        updated_at: row.try_get("updated_at").map_err(db_error)?,
+        version: row.try_get("version").map_err(db_error)?,
+    })
+}
+
+/// Loads params, tags and latest metrics of `runs` with one query each.
+pub(super) async fn attach_children(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: TenantId,
+    runs: &mut [Run],
+) -> Result<()> {
+    if runs.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = runs.iter().map(|r| *r.id.as_uuid()).collect();
+    let index: HashMap<Uuid, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+
+    for (table, is_params) in [("run_params", true), ("run_tags", false)] {
+        let rows: Vec<(Uuid, String, String)> = sqlx::query_as(&format!(
+            "SELECT run_id, key, value FROM {table} WHERE tenant_id = $1 AND run_id = ANY($2)"
+        ))
+        .bind(tenant.as_uuid())
+        .bind(&ids)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(db_error)?;
+        for (run_id, key, value) in rows {
+            let run = &mut runs[index[&run_id]];
+            let map = if is_params {
+                &mut run.params
+            } else {
+                &mut run.tags
+            };
+            map.insert(key, value);
+        }
+    }
+
+    let metrics: Vec<(Uuid, String, f64, i64, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT run_id, key, value, step, timestamp FROM run_latest_metrics \
+         WHERE tenant_id = $1 AND run_id = ANY($2) ORDER BY key",
+    )
+    .bind(tenant.as_uuid())
+    .bind(&ids)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(db_error)?;
+    for (run_id, key, value, step, timestamp) in metrics {
+        runs[index[&run_id]].metrics.push(Metric {
+            key,
+            value,
+            step,
+            timestamp,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! Decoding SQLite rows into domain types.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
+use uuid::Uuid;
+
+use crate::adapters::sql::{db_error, from_millis, Dialect, Sql};
+use crate::adapters::sqlite::prepare;
+use crate::core::experiment::Experiment;
+use crate::core::run::{Metric, Run, RunStatus};
+use crate::core::{Error, Result, TenantId};
+
+fn internal(e: impl std::fmt::Display) -> Error {
+    Error::Internal(anyhow::anyhow!("unreadable row: {e}"))
+}
+
+pub(super) fn experiment(row: &SqliteRow, tenant: TenantId) -> Result<Experiment> {
+    let tags: String = row.try_get("tags").map_err(db_error)?;
+    Ok(Experiment {
+        id: row.try_get::<Uuid, _>("id").map_err(db_error)?.into(),
+        tenant_id: tenant,
+        name: row.try_get("name").map_err(db_error)?,
+        description: row.try_get("description").map_err(db_error)?,
+        tags: serde_json::from_str(&tags).map_err(internal)?,
+        created_at: from_millis(row.try_get("created_at").map_err(db_error)?),
+        updated_at: from_millis(row.try_get("updated_at").map_err(db_error)?),
+        version: row.try_get("version").map_err(db_error)?,
+    })
+}
+
+pub(super) fn run(row: &SqliteRow, tenant: TenantId) -> Result<Run> {
+    let status: String = row.try_get("status").map_err(db_error)?;
+    let end_time: Option<i64> = row.try_get("end_time").map_err(db_error)?;
+    Ok(Run {
+        id: row.try_get::<Uuid, _>("id").map_err(db_error)?.into(),
+        tenant_id: tenant,
+        experiment_id: row
+            .try_get::<Uuid, _>("experiment_id")
+            .map_err(db_error)?
+            .into(),
+        name: row.try_get("name").map_err(db_error)?,
+        status: status.parse::<RunStatus>().map_err(internal)?,
+        start_time: from_millis(row.try_get("start_time").map_err(db_error)?),
+        end_time: end_time.map(from_millis),
+        params: BTreeMap::new(),
+        tags: BTreeMap::new(),
+        metrics: Vec::new(),
+        created_at: from_millis(row.try_get("created_at").map_err(db_error)?),
+        updated_at: from_millis(row.try_get("updated_at").map_err(db_error)?),
+        version: row.try_get("version").map_err(db_error)?,
+    })
+}
+
+/// Loads params, tags and latest metrics of `runs` with one query each.
+pub(super) async fn attach_children(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    runs: &mut [Run],
+) -> Result<()> {
+    if runs.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = runs.iter().map(|r| *r.id.as_uuid()).collect();
+    let index: HashMap<Uuid, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    let query = |columns: &str, table: &str, order: &str| {
+        let mut sql = Sql::new(Dialect::Sqlite);
+        sql.push(&format!(
+            "SELECT run_id, {columns} FROM {table} WHERE tenant_id = "
+        ));
+        sql.bind(crate::adapters::sql::Bind::Uuid(*tenant.as_uuid()));
+        sql.push(" AND ").push_in_uuids("run_id", &ids).push(order);
+        sql
+    };
+
+    for (table, is_params) in [("run_params", true), ("run_tags", false)] {
+        let sql = query("key, value", table, "");
+        for row in prepare(&sql)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_error)?
+        {
+            let run_id: Uuid = row.try_get(0).map_err(db_error)?;
+            let run = &mut runs[index[&run_id]];
+            let map = if is_params {
+                &mut run.params
+            } else {
+                &mut run.tags
+            };
+            map.insert(
+                row.try_get(1).map_err(db_error)?,
+                row.try_get(2).map_err(db_error)?,
+            );
+        }
+    }
+
+    let sql = query(
+        "key, value, step, timestamp",
+        "run_latest_metrics",
+        " ORDER BY key",
+    );
+    for row in prepare(&sql)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error)?
+    {
+        let run_id: Uuid = row.try_get(0).map_err(db_error)?;
+        runs[index[&run_id]].metrics.push(Metric {
+            key: row.try_get(1).map_err(db_error)?,
+            value: row.try_get(2).map_err(db_error)?,
+            step: row.try_get(3).map_err(db_error)?,
+            timestamp: from_millis(row.try_get(4).map_err(db_error)?),
+        });
+    }
+    Ok(())
+}

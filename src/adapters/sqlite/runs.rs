@@ -1,0 +1,248 @@
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
+
+use crate::adapters::sql::{
+    db_error, ensure_params_unchanged, map_error, runs_page, to_millis, Dialect, MissingParent,
+    RUN_COLUMNS,
+};
+use crate::adapters::sqlite::{prepare, rows, SqliteStore};
+use crate::core::pagination::PageRequest;
+use crate::core::ports::RunStore;
+use crate::core::run::{LogBatch, Metric, Run};
+use crate::core::run_query::RunOrder;
+use crate::core::{Error, ExperimentId, Result, RunId, TenantId};
+
+#[async_trait]
+impl RunStore for SqliteStore {
+    async fn insert_run(&self, tenant: TenantId, run: &Run, batch: &LogBatch) -> Result<()> {
+        let parent = MissingParent {
+            resource: "experiment",
+            id: *run.experiment_id.as_uuid(),
+        };
+        let mut tx = self.writer.begin().await.map_err(db_error)?;
+        sqlx::query(
+            "INSERT INTO runs (tenant_id, id, experiment_id, name, status, start_time, end_time, \
+             created_at, updated_at, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(tenant.as_uuid())
+        .bind(run.id.as_uuid())
+        .bind(run.experiment_id.as_uuid())
+        .bind(&run.name)
+        .bind(run.status.as_str())
+        .bind(to_millis(run.start_time))
+        .bind(run.end_time.map(to_millis))
+        .bind(to_millis(run.created_at))
+        .bind(to_millis(run.updated_at))
+        .bind(run.version)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| map_error(e, Some(parent)))?;
+        write_batch(&mut tx, tenant, run.experiment_id, run.id, batch).await?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn find_run(
+        &self,
+        tenant: TenantId,
+        experiment: ExperimentId,
+        id: RunId,
+    ) -> Result<Option<Run>> {
+        let mut tx = self.reader.begin().await.map_err(db_error)?;
+        let row = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs r \
+             WHERE r.tenant_id = ? AND r.experiment_id = ? AND r.id = ?"
+        ))
+        .bind(tenant.as_uuid())
+        .bind(experiment.as_uuid())
+        .bind(id.as_uuid())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let Some(row) = row else { return Ok(None) };
+        let mut found = [rows::run(&row, tenant)?];
+        rows::attach_children(&mut tx, tenant, &mut found).await?;
+        tx.commit().await.map_err(db_error)?;
+        let [run] = found;
+        Ok(Some(run))
+    }
+
+    async fn list_runs(
+        &self,
+        tenant: TenantId,
+        experiment: ExperimentId,
+        order: &RunOrder,
+        page: &PageRequest,
+    ) -> Result<Vec<Run>> {
+        let sql = runs_page(Dialect::Sqlite, tenant, experiment, order, page);
+        let mut tx = self.reader.begin().await.map_err(db_error)?;
+        let found = prepare(&sql).fetch_all(&mut *tx).await.map_err(db_error)?;
+        let mut runs = found
+            .iter()
+            .map(|r| rows::run(r, tenant))
+            .collect::<Result<Vec<_>>>()?;
+        rows::attach_children(&mut tx, tenant, &mut runs).await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(runs)
+    }
+
+    async fn log_batch(
+        &self,
+        tenant: TenantId,
+        experiment: ExperimentId,
+        run: RunId,
+        batch: &LogBatch,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        // The single writer connection serialises this with every other write.
+        let mut tx = self.writer.begin().await.map_err(db_error)?;
+        let touched = sqlx::query(
+            "UPDATE runs SET updated_at = ?, version = version + 1 \
+             WHERE tenant_id = ? AND experiment_id = ? AND id = ?",
+        )
+        .bind(to_millis(now))
+        .bind(tenant.as_uuid())
+        .bind(experiment.as_uuid())
+        .bind(run.as_uuid())
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        if touched.rows_affected() == 0 {
+            return Err(Error::not_found("run", run));
+        }
+        if !batch.params.is_empty() {
+            let mut select =
+                QueryBuilder::<Sqlite>::new("SELECT key, value FROM run_params WHERE tenant_id = ");
+            select
+                .push_bind(tenant.as_uuid())
+                .push(" AND run_id = ")
+                .push_bind(run.as_uuid());
+            select.push(" AND key IN (");
+            let mut keys = select.separated(", ");
+            for key in batch.params.keys() {
+                keys.push_bind(key.as_str());
+            }
+            select.push(") ORDER BY key");
+            let stored: Vec<(String, String)> = select
+                .build_query_as()
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            ensure_params_unchanged(&stored, &batch.params)?;
+        }
+        write_batch(&mut tx, tenant, experiment, run, batch).await?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn update_run(&self, tenant: TenantId, run: &Run, expected_version: i64) -> Result<()> {
+        let updated = sqlx::query(
+            "UPDATE runs SET status = ?, end_time = ?, name = ?, updated_at = ?, \
+             version = version + 1 WHERE tenant_id = ? AND id = ? AND version = ?",
+        )
+        .bind(run.status.as_str())
+        .bind(run.end_time.map(to_millis))
+        .bind(&run.name)
+        .bind(to_millis(run.updated_at))
+        .bind(tenant.as_uuid())
+        .bind(run.id.as_uuid())
+        .bind(expected_version)
+        .execute(&self.writer)
+        .await
+        .map_err(db_error)?;
+        if updated.rows_affected() == 0 {
+            return Err(Error::conflict(
+                "version",
+                "the run changed since it was read",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Inserts params (keeping stored ones), upserts tags, appends metrics and moves the latest
+/// value of each metric forward.
+async fn write_batch(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    experiment: ExperimentId,
+    run: RunId,
+    batch: &LogBatch,
+) -> Result<()> {
+    for (table, map, on_conflict) in [
+        ("run_params", &batch.params, "DO NOTHING"),
+        (
+            "run_tags",
+            &batch.tags,
+            "DO UPDATE SET value = excluded.value",
+        ),
+    ] {
+        insert_pairs(conn, tenant, run, table, map, on_conflict).await?;
+    }
+    if batch.metrics.is_empty() {
+        return Ok(());
+    }
+    let mut insert = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO run_metrics (tenant_id, run_id, key, value, step, timestamp) ",
+    );
+    insert.push_values(&batch.metrics, |mut row, m: &Metric| {
+        row.push_bind(tenant.as_uuid())
+            .push_bind(run.as_uuid())
+            .push_bind(m.key.as_str())
+            .push_bind(m.value)
+            .push_bind(m.step)
+            .push_bind(to_millis(m.timestamp));
+    });
+    insert.build().execute(&mut *conn).await.map_err(db_error)?;
+
+    let latest = batch.latest_metrics();
+    let mut upsert = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO run_latest_metrics \
+         (tenant_id, run_id, experiment_id, key, value, step, timestamp) ",
+    );
+    upsert.push_values(&latest, |mut row, m: &Metric| {
+        row.push_bind(tenant.as_uuid())
+            .push_bind(run.as_uuid())
+            .push_bind(experiment.as_uuid())
+            .push_bind(m.key.as_str())
+            .push_bind(m.value)
+            .push_bind(m.step)
+            .push_bind(to_millis(m.timestamp));
+    });
+    upsert.push(
+        " ON CONFLICT (tenant_id, run_id, key) DO UPDATE \
+         SET value = excluded.value, step = excluded.step, timestamp = excluded.timestamp \
+         WHERE (excluded.step, excluded.timestamp, excluded.value) > \
+               (run_latest_metrics.step, run_latest_metrics.timestamp, run_latest_metrics.value)",
+    );
+    upsert.build().execute(&mut *conn).await.map_err(db_error)?;
+    Ok(())
+}
+
+async fn insert_pairs(
+    conn: &mut SqliteConnection,
+    tenant: TenantId,
+    run: RunId,
+    table: &str,
+    pairs: &BTreeMap<String, String>,
+    on_conflict: &str,
+) -> Result<()> {
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    let mut insert = QueryBuilder::<Sqlite>::new(format!(
+        "INSERT INTO {table} (tenant_id, run_id, key, value) "
+    ));
+    insert.push_values(pairs, |mut row, (key, value)| {
+        row.push_bind(tenant.as_uuid())
+            .push_bind(run.as_uuid())
+            .push_bind(key.as_str())
+            .push_bind(value.as_str());
+    });
+    insert.push(format!(
+        " ON CONFLICT (tenant_id, run_id, key) {on_conflict}"
+    ));
+    insert.build().execute(&mut *conn).await.map_err(db_error)?;
+    Ok(())
+}

@@ -1,0 +1,127 @@
+use std::sync::Arc;
+
+use tracing::{info, warn};
+
+use crate::core::pagination::{Page, PageRequest};
+use crate::core::ports::{ExperimentStore, RunStore};
+use crate::core::run::{self, LogBatch, NewRun, Run, RunUpdate};
+use crate::core::run_query::RunOrder;
+use crate::core::{Error, ExperimentId, Result, RunId, TenantId};
+
+/// How often an update is retried when another writer changed the run in between.
+const UPDATE_ATTEMPTS: usize = 3;
+
+#[derive(Clone)]
+pub struct RunService {
+    experiments: Arc<dyn ExperimentStore>,
+    runs: Arc<dyn RunStore>,
+}
+
+impl RunService {
+    pub fn new(experiments: Arc<dyn ExperimentStore>, runs: Arc<dyn RunStore>) -> Self {
+        Self { experiments, runs }
+    }
+
+    /// The ordering tag of run page tokens for `order`.
+    pub fn ordering_tag(order: &RunOrder) -> String {
+        format!("runs:{order}")
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant.id = %tenant, experiment.id = %experiment))]
+    pub async fn create(
+        &self,
+        tenant: TenantId,
+        experiment: ExperimentId,
+        new: NewRun,
+    ) -> Result<Run> {
+        let batch = new.batch.clone();
+        let run = Run::create(tenant, experiment, new, run::now());
+
+        self.runs.insert_run(tenant, &run, &batch).await?;
+
+        info!(run.id = %run.id, run.status = %run.status, "run created");
+        Ok(run)
+    }
+
+    pub async fn get(&self, tenant: TenantId, experiment: ExperimentId, id: RunId) -> Result<Run> {
+        self.runs
+            .find_run(tenant, experiment, id)
+            .await?
+            .ok_or_else(|| Error::not_found("run", id))
+    }
+
+    pub async fn list(
+        &self,
+        tenant: TenantId,
+        experiment: ExperimentId,
+        order: &RunOrder,
+        page: &PageRequest,
+    ) -> Result<Page<Run>> {
+        if self
+            .experiments
+            .find_experiment(tenant, experiment)
+            .await?
+            .is_none()
+        {
+            return Err(Error::not_found("experiment", experiment));
+        }
+
+        let rows = self.runs.list_runs(tenant, experiment, order, page).await?;
+
+        let ordering = Self::ordering_tag(order);
+        Ok(Page::from_overfetch(rows, page, &ordering, |r: &Run| {
+            (Some(order.sort_value(r)), *r.id.as_uuid())
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant.id = %tenant, run.id = %id))]
+    pub async fn log_batch(
+        &self,
+        tenant: TenantId,
+        experiment: ExperimentId,
+        id: RunId,
+        batch: LogBatch,
+    ) -> Result<Run> {
+        if !batch.is_empty() {
+            self.runs
+                .log_batch(tenant, experiment, id, &batch, run::now())
+                .await?;
+        }
+
+        self.get(tenant, experiment, id).await
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant.id = %tenant, run.id = %id))]
+    pub async fn update(
+        &self,
+        tenant: TenantId,
+        experiment: ExperimentId,
+        id: RunId,
+        update: RunUpdate,
+    ) -> Result<Run> {
+        for attempt in 1..=UPDATE_ATTEMPTS {
+            let mut run = self.get(tenant, experiment, id).await?;
+            let version = run.version;
+            if !run.apply(&update, run::now())? {
+                return Ok(run);
+            }
+            match self.runs.update_run(tenant, &run, version).await {
+                Ok(()) => {
+                    run.version = version + 1;
+                    info!(run.status = %run.status, "run updated");
+                    return Ok(run);
+                }
+                Err(Error::Conflict { field, .. })
+                    if field.as_deref() == Some("version") && attempt < UPDATE_ATTEMPTS =>
+                {
+                    warn!(attempt, "run changed while updating it; retrying");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::conflict(
+            "version",
+            "the run is being changed by others; try again",
+        ))
+    }
+}

@@ -18,7 +18,6 @@ use crate::api::problem::{Problem, PROBLEM_JSON};
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     components(schemas(Problem, crate::api::problem::FieldErrorSchema)),
-    modifiers(&SecurityAndErrors),
     tags(
         (name = "experiments", description = "Experiments: named, tagged containers of runs"),
         (name = "runs", description = "Runs: params, metrics and tags of one training attempt"),
@@ -27,7 +26,8 @@ use crate::api::problem::{Problem, PROBLEM_JSON};
 )]
 pub struct ApiDoc;
 
-struct SecurityAndErrors;
+/// Applied to the finished document, once every route's path is in it.
+pub struct SecurityAndErrors;
 
 /// Errors any authenticated route can answer with.
 const API_ERRORS: &[(&str, &str)] = &[

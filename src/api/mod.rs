@@ -64,11 +64,12 @@ fn probes() -> OpenApiRouter<AppState> {
 
 /// The complete OpenAPI document.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    OpenApiRouter::<AppState>::with_openapi(docs::ApiDoc::openapi())
+    let (_, mut document) = OpenApiRouter::<AppState>::with_openapi(docs::ApiDoc::openapi())
         .merge(api_v1())
         .merge(probes())
-        .split_for_parts()
-        .1
+        .split_for_parts();
+    utoipa::Modify::modify(&docs::SecurityAndErrors, &mut document);
+    document
 }
 
 /// The whole application: routes, authentication and the layers every request passes.
@@ -126,11 +127,13 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 async fn problem_for_bare_errors(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
-    let is_problem = response
+    // JSON error bodies (problems, and the readiness report) are already meant for clients.
+    let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes() == PROBLEM_JSON.as_bytes());
-    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(PROBLEM_JSON) || v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }
     let detail = match status {

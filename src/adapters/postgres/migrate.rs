@@ -4,14 +4,16 @@
 //! itself connects as a role that owns nothing; after migrating, that role is granted exactly
 //! the data privileges it needs, so row-level security binds it.
 
-use sqlx::postgres::PgPoolOptions;
-use sqlx::PgPool;
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 use tracing::{info, warn};
 
 use crate::adapters::postgres::{connect_options, PgStore};
 use crate::settings::Secret;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Advisory lock key held while migrating and granting ("aumosmig" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6175_6d6f_736d_6967;
 
 /// What the database says about the role the service connects as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,27 +60,32 @@ pub async fn migrate(store: &PgStore, owner_url: Option<&Secret>) -> anyhow::Res
         info!("database migrations applied with the service's own connection");
         return Ok(());
     };
-    let owner = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(connect_options(owner_url)?)
+    let mut owner = connect_options(owner_url)?
+        .connect()
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect with AUMOS_DATABASE__MIGRATION_URL: {e}"))?;
-    MIGRATOR.run(&owner).await?;
+    // Replicas starting together would otherwise grant at the same time, which PostgreSQL
+    // refuses ("tuple concurrently updated"); the lock ends with the session.
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut owner)
+        .await?;
+    MIGRATOR.run(&mut owner).await?;
     let service = RoleCheck::of(store.pool()).await?;
     let owner_role: String = sqlx::query_scalar("SELECT current_user::text")
-        .fetch_one(&owner)
+        .fetch_one(&mut owner)
         .await?;
     if service.role != owner_role {
-        grant_data_privileges(&owner, &service.role).await?;
+        grant_data_privileges(&mut owner, &service.role).await?;
     } else {
         warn!(role = %service.role, "migration and service connections use the same role");
     }
-    owner.close().await;
+    owner.close().await?;
     info!(service.role = %service.role, "database migrations applied");
     Ok(())
 }
 
-async fn grant_data_privileges(owner: &PgPool, role: &str) -> anyhow::Result<()> {
+async fn grant_data_privileges(owner: &mut PgConnection, role: &str) -> anyhow::Result<()> {
     let role = quote_identifier(role);
     let statements = [
         format!("GRANT USAGE ON SCHEMA public TO {role}"),
@@ -87,7 +94,7 @@ async fn grant_data_privileges(owner: &PgPool, role: &str) -> anyhow::Result<()>
         format!("REVOKE INSERT, UPDATE, DELETE ON _sqlx_migrations FROM {role}"),
     ];
     for statement in statements {
-        sqlx::query(&statement).execute(owner).await?;
+        sqlx::query(&statement).execute(&mut *owner).await?;
     }
     Ok(())
 }

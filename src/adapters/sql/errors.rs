@@ -40,6 +40,9 @@ pub fn map_error(error: sqlx::Error, missing_parent: Option<MissingParent>) -> E
                     return Error::conflict(c.field, c.message);
                 }
             }
+            if db.code().is_some_and(|code| is_unavailable(&code)) {
+                return Error::Unavailable(format!("database: {}", db.message()));
+            }
             if db.is_foreign_key_violation() {
                 if let Some(parent) = missing_parent {
                     return Error::not_found(parent.resource, parent.id);
@@ -54,6 +57,12 @@ pub fn map_error(error: sqlx::Error, missing_parent: Option<MissingParent>) -> E
         | sqlx::Error::Protocol(_) => Error::Unavailable(format!("database: {error}")),
         _ => Error::Internal(anyhow::Error::new(error).context("database access failed")),
     }
+}
+
+/// SQLSTATEs that mean the database cannot serve right now rather than that the statement is
+/// wrong: connection failures (class 08), a database that is gone, shutdowns, too many clients.
+fn is_unavailable(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "3D000" | "57P01" | "57P02" | "57P03" | "53300")
 }
 
 /// `map_error` with no parent in play.

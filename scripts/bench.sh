@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Run-logging benchmark over HTTP: a release build of the service on SQLite and on PostgreSQL
+# (connected as a role bound by row-level security), driven by bench/loadgen.rs at concurrency
+# 1 and 32. Each run carries 10 metrics, 5 params and 3 tags. Writes bench-results/summary.md.
+#
+#   BENCH_SECONDS=20 scripts/bench.sh
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+MEASURE_SECONDS="${BENCH_SECONDS:-20}"
+PORT="${BENCH_PORT:-18080}"
+OUT=bench-results
+ADMIN="postgres://postgres@127.0.0.1:5432/postgres"
+mkdir -p "$OUT"
+
+cargo build --release --locked --bin aumos-mlops-lifecycle --bin aumos-loadgen
+BIN=target/release/aumos-mlops-lifecycle
+LOADGEN=target/release/aumos-loadgen
+
+trap 'scripts/services.sh stop; [ -n "${SERVER:-}" ] && kill "$SERVER" 2>/dev/null || true' EXIT
+scripts/services.sh start >/dev/null
+
+bench_database() {
+    for role in aumos_bench_owner aumos_bench_app; do
+        psql "$ADMIN" -qc "DO \$\$ BEGIN CREATE ROLE $role LOGIN NOSUPERUSER NOBYPASSRLS; \
+            EXCEPTION WHEN duplicate_object THEN NULL; END \$\$" >/dev/null
+    done
+    psql "$ADMIN" -qc "DROP DATABASE IF EXISTS aumos_bench WITH (FORCE)" >/dev/null
+    psql "$ADMIN" -qc "CREATE DATABASE aumos_bench OWNER aumos_bench_owner" >/dev/null
+}
+
+run_backend() {
+    local backend=$1
+    local data
+    data=$(mktemp -d)
+    local -a env=(
+        AUMOS_DATA_DIR="$data" AUMOS_HTTP__HOST=127.0.0.1 AUMOS_HTTP__PORT="$PORT"
+        AUMOS_LOG_LEVEL=warn AUMOS_KAFKA__BROKERS= AUMOS_MLOPS_MLFLOW_TRACKING_URI=
+        AUMOS_DATABASE__MAX_CONNECTIONS=32
+    )
+    if [ "$backend" = postgres ]; then
+        bench_database
+        env+=(AUMOS_DATABASE__URL=postgres://aumos_bench_app@127.0.0.1:5432/aumos_bench
+              AUMOS_DATABASE__MIGRATION_URL=postgres://aumos_bench_owner@127.0.0.1:5432/aumos_bench)
+    fi
+    env "${env[@]}" "$BIN" serve &
+    SERVER=$!
+    for _ in $(seq 1 100); do
+        curl -sf "http://127.0.0.1:$PORT/live" >/dev/null && break
+        sleep 0.1
+    done
+    local tenant token
+    tenant=$(cat /proc/sys/kernel/random/uuid)
+    token=$(env "${env[@]}" "$BIN" token --tenant "$tenant")
+    for concurrency in 1 32; do
+        "$LOADGEN" --url "http://127.0.0.1:$PORT" --token "$token" --tenant "$tenant" \
+            --concurrency "$concurrency" --seconds "$MEASURE_SECONDS" --label "$backend" \
+            | tee -a "$OUT/runs.jsonl"
+    done
+    local rss_kb
+    rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$SERVER/status")
+    echo "{\"label\":\"$backend\",\"peak_rss_mib\":$((rss_kb / 1024))}" | tee -a "$OUT/rss.jsonl"
+    kill "$SERVER"
+    wait "$SERVER" || true
+    SERVER=
+    rm -rf "$data"
+}
+
+: >"$OUT/runs.jsonl"
+: >"$OUT/rss.jsonl"
+run_backend sqlite
+run_backend postgres
+
+python3 - "$OUT" <<'PY'
+import json, platform, subprocess, sys
+out = sys.argv[1]
+runs = [json.loads(l) for l in open(f"{out}/runs.jsonl")]
+rss = {r["label"]: r["peak_rss_mib"] for r in map(json.loads, open(f"{out}/rss.jsonl"))}
+cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"],
+                     capture_output=True, text=True).stdout.strip()
+lines = [f"Machine: {cpu}, {subprocess.getoutput('nproc')} cores, {platform.system()}", "",
+         "| store | concurrency | runs/s | p50 ms | p99 ms | errors | server peak RSS |",
+         "|---|---|---|---|---|---|---|"]
+for r in runs:
+    lines.append(f"| {r['label']} | {r['concurrency']} | {r['runs_per_second']:.0f} | "
+                 f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | {rss[r['label']]} MiB |")
+text = "\n".join(lines) + "\n"
+open(f"{out}/summary.md", "w").write(text)
+print(text)
+PY

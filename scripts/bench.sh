@@ -36,7 +36,6 @@ run_backend() {
     local -a env=(
         AUMOS_DATA_DIR="$data" AUMOS_HTTP__HOST=127.0.0.1 AUMOS_HTTP__PORT="$PORT"
         AUMOS_LOG_LEVEL=warn AUMOS_KAFKA__BROKERS= AUMOS_MLOPS_MLFLOW_TRACKING_URI=
-        AUMOS_DATABASE__MAX_CONNECTIONS=32
     )
     if [ "$backend" = postgres ]; then
         bench_database

@@ -20,6 +20,8 @@ CREATE TABLE experiments (
     CONSTRAINT experiments_tenant_name_key UNIQUE (tenant_id, name)
 );
 
+-- Params and tags live on the run row: they are small maps read with the run every time, and
+-- one row per run keeps logging a complete run to a single insert.
 CREATE TABLE runs (
     tenant_id     uuid        NOT NULL,
     id            uuid        NOT NULL,
@@ -29,6 +31,8 @@ CREATE TABLE runs (
         CONSTRAINT runs_status_check CHECK (status IN ('RUNNING', 'FINISHED', 'FAILED', 'KILLED')),
     start_time    timestamptz NOT NULL,
     end_time      timestamptz,
+    params        jsonb       NOT NULL DEFAULT '{}'::jsonb,
+    tags          jsonb       NOT NULL DEFAULT '{}'::jsonb,
     created_at    timestamptz NOT NULL,
     updated_at    timestamptz NOT NULL,
     version       bigint      NOT NULL DEFAULT 1,
@@ -39,25 +43,10 @@ CREATE TABLE runs (
 CREATE INDEX runs_experiment_start_time_idx
     ON runs (tenant_id, experiment_id, start_time DESC, id DESC);
 
-CREATE TABLE run_params (
-    tenant_id uuid NOT NULL,
-    run_id    uuid NOT NULL,
-    key       text NOT NULL,
-    value     text NOT NULL,
-    CONSTRAINT run_params_pkey PRIMARY KEY (tenant_id, run_id, key),
-    CONSTRAINT run_params_run_fkey FOREIGN KEY (tenant_id, run_id)
-        REFERENCES runs (tenant_id, id) ON DELETE CASCADE
-);
-
-CREATE TABLE run_tags (
-    tenant_id uuid NOT NULL,
-    run_id    uuid NOT NULL,
-    key       text NOT NULL,
-    value     text NOT NULL,
-    CONSTRAINT run_tags_pkey PRIMARY KEY (tenant_id, run_id, key),
-    CONSTRAINT run_tags_run_fkey FOREIGN KEY (tenant_id, run_id)
-        REFERENCES runs (tenant_id, id) ON DELETE CASCADE
-);
+-- The metric tables carry no foreign key to runs: a run logs tens to thousands of metric rows,
+-- and a referential check per row was a third of the cost of logging a run. Rows are only
+-- written in the transaction that creates the run or after locking the run's row, so no
+-- metric can point at a missing run.
 
 -- Every logged metric value: the history of each key by step.
 CREATE TABLE run_metrics (
@@ -66,9 +55,7 @@ CREATE TABLE run_metrics (
     key       text             NOT NULL,
     value     double precision NOT NULL,
     step      bigint           NOT NULL,
-    timestamp timestamptz      NOT NULL,
-    CONSTRAINT run_metrics_run_fkey FOREIGN KEY (tenant_id, run_id)
-        REFERENCES runs (tenant_id, id) ON DELETE CASCADE
+    timestamp timestamptz      NOT NULL
 );
 CREATE INDEX run_metrics_run_key_idx ON run_metrics (tenant_id, run_id, key, step);
 
@@ -81,9 +68,7 @@ CREATE TABLE run_latest_metrics (
     value         double precision NOT NULL,
     step          bigint           NOT NULL,
     timestamp     timestamptz      NOT NULL,
-    CONSTRAINT run_latest_metrics_pkey PRIMARY KEY (tenant_id, run_id, key),
-    CONSTRAINT run_latest_metrics_run_fkey FOREIGN KEY (tenant_id, run_id)
-        REFERENCES runs (tenant_id, id) ON DELETE CASCADE
+    CONSTRAINT run_latest_metrics_pkey PRIMARY KEY (tenant_id, run_id, key)
 );
 CREATE INDEX run_latest_metrics_experiment_key_idx
     ON run_latest_metrics (tenant_id, experiment_id, key, value);
@@ -92,8 +77,7 @@ DO $$
 DECLARE
     t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['experiments', 'runs', 'run_params', 'run_tags', 'run_metrics',
-                             'run_latest_metrics']
+    FOREACH t IN ARRAY ARRAY['experiments', 'runs', 'run_metrics', 'run_latest_metrics']
     LOOP
         EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);

@@ -1,5 +1,5 @@
 -- Experiments and runs for the embedded store. Ids are 16-byte UUID blobs, times are
--- milliseconds since the Unix epoch (UTC), tags are JSON objects. Isolation rests on every
+-- milliseconds since the Unix epoch (UTC), params and tags are JSON objects. Isolation rests on every
 -- statement filtering by tenant_id: SQLite has no row-level security.
 
 CREATE TABLE experiments (
@@ -23,6 +23,8 @@ CREATE TABLE runs (
     status        TEXT    NOT NULL CHECK (status IN ('RUNNING', 'FINISHED', 'FAILED', 'KILLED')),
     start_time    INTEGER NOT NULL,
     end_time      INTEGER,
+    params        TEXT    NOT NULL DEFAULT '{}',
+    tags          TEXT    NOT NULL DEFAULT '{}',
     created_at    INTEGER NOT NULL,
     updated_at    INTEGER NOT NULL,
     version       INTEGER NOT NULL DEFAULT 1,
@@ -32,24 +34,6 @@ CREATE TABLE runs (
 ) WITHOUT ROWID;
 CREATE INDEX runs_experiment_start_time_idx
     ON runs (tenant_id, experiment_id, start_time DESC, id DESC);
-
-CREATE TABLE run_params (
-    tenant_id BLOB NOT NULL,
-    run_id    BLOB NOT NULL,
-    key       TEXT NOT NULL,
-    value     TEXT NOT NULL,
-    PRIMARY KEY (tenant_id, run_id, key),
-    FOREIGN KEY (tenant_id, run_id) REFERENCES runs (tenant_id, id) ON DELETE CASCADE
-) WITHOUT ROWID;
-
-CREATE TABLE run_tags (
-    tenant_id BLOB NOT NULL,
-    run_id    BLOB NOT NULL,
-    key       TEXT NOT NULL,
-    value     TEXT NOT NULL,
-    PRIMARY KEY (tenant_id, run_id, key),
-    FOREIGN KEY (tenant_id, run_id) REFERENCES runs (tenant_id, id) ON DELETE CASCADE
-) WITHOUT ROWID;
 
 CREATE TABLE run_metrics (
     tenant_id BLOB    NOT NULL,

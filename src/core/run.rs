@@ -180,6 +180,30 @@ impl LogBatch {
         self.metrics.is_empty() && self.params.is_empty() && self.tags.is_empty()
     }
 
+    /// Adds this batch's params and tags to a run's stored ones. Params are immutable: logging
+    /// the same value again is harmless, a different value is a conflict and nothing changes.
+    /// Tags are overwritten.
+    pub fn merge_into(
+        &self,
+        params: &mut BTreeMap<String, String>,
+        tags: &mut BTreeMap<String, String>,
+    ) -> Result<()> {
+        for (key, new) in &self.params {
+            if let Some(old) = params.get(key).filter(|old| *old != new) {
+                return Err(Error::conflict(
+                    format!("params[{key:?}]"),
+                    format!(
+                        "param {key:?} was already logged with value {old:?} and cannot change \
+                         to {new:?}; log it under another key"
+                    ),
+                ));
+            }
+        }
+        params.extend(self.params.iter().map(|(k, v)| (k.clone(), v.clone())));
+        tags.extend(self.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Ok(())
+    }
+
     /// The newest value of each metric key in this batch, by MLflow's "latest" order.
     pub fn latest_metrics(&self) -> Vec<Metric> {
         let mut latest: BTreeMap<&str, &Metric> = BTreeMap::new();
@@ -481,6 +505,35 @@ mod tests {
 
         assert_eq!(latest.len(), 1);
         assert_eq!((latest[0].step, latest[0].value), (3, 0.5));
+    }
+
+    #[test]
+    fn params_merge_once_and_tags_are_overwritten() {
+        let mut v = Validator::new();
+        let mut batch = |params: &[(&str, &str)], tags: &[(&str, &str)]| {
+            let map = |pairs: &[(&str, &str)]| {
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect()
+            };
+            LogBatch::parse(&mut v, Vec::new(), map(params), map(tags), now())
+        };
+        let (mut params, mut tags) = (BTreeMap::new(), BTreeMap::new());
+
+        batch(&[("lr", "0.1")], &[("stage", "a")])
+            .merge_into(&mut params, &mut tags)
+            .unwrap();
+        batch(&[("lr", "0.1")], &[("stage", "b")])
+            .merge_into(&mut params, &mut tags)
+            .unwrap();
+        let changed = batch(&[("lr", "0.2"), ("new", "x")], &[]).merge_into(&mut params, &mut tags);
+
+        assert!(
+            matches!(changed, Err(Error::Conflict { field: Some(f), .. }) if f == "params[\"lr\"]")
+        );
+        assert_eq!(params.len(), 1, "a refused batch adds nothing");
+        assert_eq!(tags["stage"], "b");
     }
 
     #[test]

@@ -84,7 +84,7 @@ async fn a_failure_inside_the_service_reveals_nothing_internal() {
     let mut owner = <sqlx::PgConnection as sqlx::Connection>::connect(&database.owner_url)
         .await
         .unwrap();
-    sqlx::query(&format!("REVOKE SELECT ON run_tags FROM {APP_ROLE}"))
+    sqlx::query(&format!("REVOKE SELECT ON run_latest_metrics FROM {APP_ROLE}"))
         .execute(&mut owner)
         .await
         .unwrap();
@@ -97,7 +97,7 @@ async fn a_failure_inside_the_service_reveals_nothing_internal() {
 
     let problem = expect_problem(response, StatusCode::INTERNAL_SERVER_ERROR).await;
     let text = problem.to_string().to_lowercase();
-    for secret in ["run_tags", "permission", "sqlx", "postgres", "denied"] {
+    for secret in ["run_latest_metrics", "permission", "sqlx", "postgres", "denied"] {
         assert!(
             !text.contains(secret),
             "the 500 body mentions {secret}: {text}"

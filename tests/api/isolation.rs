@@ -6,14 +6,7 @@ use uuid::Uuid;
 use crate::helpers::{expect_problem, expect_status, Backend, TestApp};
 use crate::on_both_stores;
 
-const TENANT_TABLES: &[&str] = &[
-    "experiments",
-    "runs",
-    "run_params",
-    "run_tags",
-    "run_metrics",
-    "run_latest_metrics",
-];
+const TENANT_TABLES: &[&str] = &["experiments", "runs", "run_metrics", "run_latest_metrics"];
 
 on_both_stores! {
     async fn another_tenant_can_neither_see_nor_touch_an_experiment(app: TestApp) {

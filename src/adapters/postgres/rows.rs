@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
+use sqlx::types::Json;
 use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
@@ -27,9 +28,11 @@ pub(super) fn experiment(row: &PgRow, tenant: TenantId) -> Result<Experiment> {
     })
 }
 
-/// A run without its params, tags and metrics; `attach_children` fills them in.
+/// A run without its metrics; `attach_metrics` fills them in.
 pub(super) fn run(row: &PgRow, tenant: TenantId) -> Result<Run> {
     let status: String = row.try_get("status").map_err(db_error)?;
+    let params: Json<BTreeMap<String, String>> = row.try_get("params").map_err(db_error)?;
+    let tags: Json<BTreeMap<String, String>> = row.try_get("tags").map_err(db_error)?;
     Ok(Run {
         id: row.try_get::<Uuid, _>("id").map_err(db_error)?.into(),
         tenant_id: tenant,
@@ -43,8 +46,8 @@ pub(super) fn run(row: &PgRow, tenant: TenantId) -> Result<Run> {
             .map_err(|e| Error::Internal(anyhow::anyhow!(e)))?,
         start_time: row.try_get("start_time").map_err(db_error)?,
         end_time: row.try_get("end_time").map_err(db_error)?,
-        params: BTreeMap::new(),
-        tags: BTreeMap::new(),
+        params: params.0,
+        tags: tags.0,
         metrics: Vec::new(),
         created_at: row.try_get("created_at").map_err(db_error)?,
         updated_at: row.try_get("updated_at").map_err(db_error)?,
@@ -52,8 +55,8 @@ pub(super) fn run(row: &PgRow, tenant: TenantId) -> Result<Run> {
     })
 }
 
-/// Loads params, tags and latest metrics of `runs` with one query each.
-pub(super) async fn attach_children(
+/// Loads the latest metrics of `runs` with one query.
+pub(super) async fn attach_metrics(
     tx: &mut Transaction<'static, Postgres>,
     tenant: TenantId,
     runs: &mut [Run],
@@ -63,27 +66,6 @@ pub(super) async fn attach_children(
     }
     let ids: Vec<Uuid> = runs.iter().map(|r| *r.id.as_uuid()).collect();
     let index: HashMap<Uuid, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-
-    for (table, is_params) in [("run_params", true), ("run_tags", false)] {
-        let rows: Vec<(Uuid, String, String)> = sqlx::query_as(&format!(
-            "SELECT run_id, key, value FROM {table} WHERE tenant_id = $1 AND run_id = ANY($2)"
-        ))
-        .bind(tenant.as_uuid())
-        .bind(&ids)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(db_error)?;
-        for (run_id, key, value) in rows {
-            let run = &mut runs[index[&run_id]];
-            let map = if is_params {
-                &mut run.params
-            } else {
-                &mut run.tags
-            };
-            map.insert(key, value);
-        }
-    }
-
     let metrics: Vec<(Uuid, String, f64, i64, DateTime<Utc>)> = sqlx::query_as(
         "SELECT run_id, key, value, step, timestamp FROM run_latest_metrics \
          WHERE tenant_id = $1 AND run_id = ANY($2) ORDER BY key",

@@ -2,11 +2,11 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::types::Json;
 use sqlx::{Postgres, Transaction};
-use uuid::Uuid;
 
 use crate::adapters::postgres::{prepare, rows, PgStore};
-use crate::adapters::sql::{db_error, map_error, runs_page, Dialect, MissingParent};
+use crate::adapters::sql::{db_error, map_error, runs_page, Dialect, MissingParent, RUN_COLUMNS};
 use crate::core::pagination::PageRequest;
 use crate::core::ports::RunStore;
 use crate::core::run::{LogBatch, Metric, Run};
@@ -32,21 +32,24 @@ impl MetricColumns {
     }
 }
 
-fn columns(map: &BTreeMap<String, String>) -> (Vec<String>, Vec<String>) {
-    map.iter().map(|(k, v)| (k.clone(), v.clone())).unzip()
-}
-
-/// Keeps the stored latest value unless the new one is newer by MLflow's order.
-const UPSERT_LATEST: &str = "ON CONFLICT (tenant_id, run_id, key) DO UPDATE \
-    SET value = excluded.value, step = excluded.step, timestamp = excluded.timestamp \
-    WHERE (excluded.step, excluded.timestamp, excluded.value) > \
-          (run_latest_metrics.step, run_latest_metrics.timestamp, run_latest_metrics.value)";
+/// Appends metric history ($4-$7) and moves latest values forward ($8-$11) for run $2 of
+/// experiment $3, as the tail of a statement whose `run` CTE yields the run's id.
+const WRITE_METRICS: &str = "\
+    metrics AS ( \
+      INSERT INTO run_metrics (tenant_id, run_id, key, value, step, timestamp) \
+      SELECT $1, $2, k, v, s, ts FROM run, \
+        UNNEST($4::text[], $5::float8[], $6::int8[], $7::timestamptz[]) AS t(k, v, s, ts)) \
+    INSERT INTO run_latest_metrics (tenant_id, run_id, experiment_id, key, value, step, timestamp) \
+    SELECT $1, $2, $3, k, v, s, ts FROM run, \
+      UNNEST($8::text[], $9::float8[], $10::int8[], $11::timestamptz[]) AS t(k, v, s, ts) \
+    ON CONFLICT (tenant_id, run_id, key) DO UPDATE \
+      SET value = excluded.value, step = excluded.step, timestamp = excluded.timestamp \
+      WHERE (excluded.step, excluded.timestamp, excluded.value) > \
+            (run_latest_metrics.step, run_latest_metrics.timestamp, run_latest_metrics.value)";
 
 #[async_trait]
 impl RunStore for PgStore {
     async fn insert_run(&self, tenant: TenantId, run: &Run, batch: &LogBatch) -> Result<()> {
-        let (param_keys, param_values) = columns(&batch.params);
-        let (tag_keys, tag_values) = columns(&batch.tags);
         let all = MetricColumns::of(&batch.metrics);
         let latest = MetricColumns::of(&run.metrics);
         let parent = MissingParent {
@@ -54,43 +57,18 @@ impl RunStore for PgStore {
             id: *run.experiment_id.as_uuid(),
         };
 
-        // One statement inserts the run and all its children: a single round trip.
+        // One statement writes the run and its metrics: a single round trip.
         let mut tx = self.begin_for(tenant).await?;
         sqlx::query(&format!(
             "WITH run AS ( \
                INSERT INTO runs (tenant_id, id, experiment_id, name, status, start_time, \
-                                 end_time, created_at, updated_at, version) \
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9) RETURNING id), \
-             params AS ( \
-               INSERT INTO run_params (tenant_id, run_id, key, value) \
-               SELECT $1, run.id, k, v FROM run, UNNEST($10::text[], $11::text[]) AS t(k, v)), \
-             tags AS ( \
-               INSERT INTO run_tags (tenant_id, run_id, key, value) \
-               SELECT $1, run.id, k, v FROM run, UNNEST($12::text[], $13::text[]) AS t(k, v)), \
-             metrics AS ( \
-               INSERT INTO run_metrics (tenant_id, run_id, key, value, step, timestamp) \
-               SELECT $1, run.id, k, v, s, ts FROM run, \
-                 UNNEST($14::text[], $15::float8[], $16::int8[], $17::timestamptz[]) \
-                 AS t(k, v, s, ts)) \
-             INSERT INTO run_latest_metrics \
-               (tenant_id, run_id, experiment_id, key, value, step, timestamp) \
-             SELECT $1, run.id, $3, k, v, s, ts FROM run, \
-               UNNEST($18::text[], $19::float8[], $20::int8[], $21::timestamptz[]) \
-               AS t(k, v, s, ts) {UPSERT_LATEST}"
+                                 end_time, params, tags, created_at, updated_at, version) \
+               VALUES ($1, $2, $3, $12, $13, $14, $15, $16, $17, $18, $18, $19) RETURNING id), \
+             {WRITE_METRICS}"
         ))
         .bind(tenant.as_uuid())
         .bind(run.id.as_uuid())
         .bind(run.experiment_id.as_uuid())
-        .bind(&run.name)
-        .bind(run.status.as_str())
-        .bind(run.start_time)
-        .bind(run.end_time)
-        .bind(run.created_at)
-        .bind(run.version)
-        .bind(param_keys)
-        .bind(param_values)
-        .bind(tag_keys)
-        .bind(tag_values)
         .bind(all.keys)
         .bind(all.values)
         .bind(all.steps)
@@ -99,6 +77,14 @@ impl RunStore for PgStore {
         .bind(latest.values)
         .bind(latest.steps)
         .bind(latest.timestamps)
+        .bind(&run.name)
+        .bind(run.status.as_str())
+        .bind(run.start_time)
+        .bind(run.end_time)
+        .bind(Json(&run.params))
+        .bind(Json(&run.tags))
+        .bind(run.created_at)
+        .bind(run.version)
         .execute(&mut *tx)
         .await
         .map_err(|e| map_error(e, Some(parent)))?;
@@ -113,8 +99,8 @@ impl RunStore for PgStore {
     ) -> Result<Option<Run>> {
         let mut tx = self.begin_for(tenant).await?;
         let row = sqlx::query(&format!(
-            "SELECT {} FROM runs r WHERE r.tenant_id = $1 AND r.experiment_id = $2 AND r.id = $3",
-            crate::adapters::sql::RUN_COLUMNS
+            "SELECT {RUN_COLUMNS} FROM runs r \
+             WHERE r.tenant_id = $1 AND r.experiment_id = $2 AND r.id = $3"
         ))
         .bind(tenant.as_uuid())
         .bind(experiment.as_uuid())
@@ -124,7 +110,7 @@ impl RunStore for PgStore {
         .map_err(db_error)?;
         let Some(row) = row else { return Ok(None) };
         let mut found = [rows::run(&row, tenant)?];
-        rows::attach_children(&mut tx, tenant, &mut found).await?;
+        rows::attach_metrics(&mut tx, tenant, &mut found).await?;
         tx.commit().await.map_err(db_error)?;
         let [run] = found;
         Ok(Some(run))
@@ -144,7 +130,7 @@ impl RunStore for PgStore {
             .iter()
             .map(|r| rows::run(r, tenant))
             .collect::<Result<Vec<_>>>()?;
-        rows::attach_children(&mut tx, tenant, &mut runs).await?;
+        rows::attach_metrics(&mut tx, tenant, &mut runs).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(runs)
     }
@@ -158,11 +144,15 @@ impl RunStore for PgStore {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let mut tx = self.begin_for(tenant).await?;
-        // Locking the run serialises batches of the same run, so the param check below
-        // cannot race another batch logging the same key.
-        let locked: Option<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM runs WHERE tenant_id = $1 AND experiment_id = $2 AND id = $3 \
-             FOR UPDATE",
+        // Locking the run serialises batches of the same run, so the param check cannot race
+        // another batch logging the same key.
+        type Maps = (
+            Json<BTreeMap<String, String>>,
+            Json<BTreeMap<String, String>>,
+        );
+        let stored: Option<Maps> = sqlx::query_as(
+            "SELECT params, tags FROM runs \
+             WHERE tenant_id = $1 AND experiment_id = $2 AND id = $3 FOR UPDATE",
         )
         .bind(tenant.as_uuid())
         .bind(experiment.as_uuid())
@@ -170,21 +160,20 @@ impl RunStore for PgStore {
         .fetch_optional(&mut *tx)
         .await
         .map_err(db_error)?;
-        if locked.is_none() {
+        let Some((Json(mut params), Json(mut tags))) = stored else {
             return Err(Error::not_found("run", run));
-        }
-        check_params_unchanged(&mut tx, tenant, run, &batch.params).await?;
-        write_batch(&mut tx, tenant, experiment, run, batch).await?;
-        sqlx::query(
-            "UPDATE runs SET updated_at = $3, version = version + 1 \
-             WHERE tenant_id = $1 AND id = $2",
+        };
+        batch.merge_into(&mut params, &mut tags)?;
+        write_batch(
+            &mut tx,
+            tenant,
+            experiment,
+            run,
+            batch,
+            (&params, &tags),
+            now,
         )
-        .bind(tenant.as_uuid())
-        .bind(run.as_uuid())
-        .bind(now)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
+        .await?;
         tx.commit().await.map_err(db_error)
     }
 
@@ -215,68 +204,27 @@ impl RunStore for PgStore {
     }
 }
 
-/// Fails with a conflict naming the first param whose stored value differs from the batch.
-async fn check_params_unchanged(
-    tx: &mut Transaction<'static, Postgres>,
-    tenant: TenantId,
-    run: RunId,
-    params: &BTreeMap<String, String>,
-) -> Result<()> {
-    if params.is_empty() {
-        return Ok(());
-    }
-    let keys: Vec<&str> = params.keys().map(String::as_str).collect();
-    let stored: Vec<(String, String)> = sqlx::query_as(
-        "SELECT key, value FROM run_params WHERE tenant_id = $1 AND run_id = $2 \
-         AND key = ANY($3) ORDER BY key",
-    )
-    .bind(tenant.as_uuid())
-    .bind(run.as_uuid())
-    .bind(&keys)
-    .fetch_all(&mut **tx)
-    .await
-    .map_err(db_error)?;
-    crate::adapters::sql::ensure_params_unchanged(&stored, params)
-}
-
+/// Saves the merged params and tags, bumps the run's version and writes the batch's metrics.
 async fn write_batch(
     tx: &mut Transaction<'static, Postgres>,
     tenant: TenantId,
     experiment: ExperimentId,
     run: RunId,
     batch: &LogBatch,
+    (params, tags): (&BTreeMap<String, String>, &BTreeMap<String, String>),
+    now: DateTime<Utc>,
 ) -> Result<()> {
-    let (param_keys, param_values) = columns(&batch.params);
-    let (tag_keys, tag_values) = columns(&batch.tags);
     let all = MetricColumns::of(&batch.metrics);
     let latest = MetricColumns::of(&batch.latest_metrics());
     sqlx::query(&format!(
-        "WITH params AS ( \
-           INSERT INTO run_params (tenant_id, run_id, key, value) \
-           SELECT $1, $2, k, v FROM UNNEST($4::text[], $5::text[]) AS t(k, v) \
-           ON CONFLICT (tenant_id, run_id, key) DO NOTHING), \
-         tags AS ( \
-           INSERT INTO run_tags (tenant_id, run_id, key, value) \
-           SELECT $1, $2, k, v FROM UNNEST($6::text[], $7::text[]) AS t(k, v) \
-           ON CONFLICT (tenant_id, run_id, key) DO UPDATE SET value = excluded.value), \
-         metrics AS ( \
-           INSERT INTO run_metrics (tenant_id, run_id, key, value, step, timestamp) \
-           SELECT $1, $2, k, v, s, ts \
-           FROM UNNEST($8::text[], $9::float8[], $10::int8[], $11::timestamptz[]) \
-           AS t(k, v, s, ts)) \
-         INSERT INTO run_latest_metrics \
-           (tenant_id, run_id, experiment_id, key, value, step, timestamp) \
-         SELECT $1, $2, $3, k, v, s, ts \
-         FROM UNNEST($12::text[], $13::float8[], $14::int8[], $15::timestamptz[]) \
-         AS t(k, v, s, ts) {UPSERT_LATEST}"
+        "WITH run AS ( \
+           UPDATE runs SET params = $12, tags = $13, updated_at = $14, version = version + 1 \
+           WHERE tenant_id = $1 AND id = $2 RETURNING id), \
+         {WRITE_METRICS}"
     ))
     .bind(tenant.as_uuid())
     .bind(run.as_uuid())
     .bind(experiment.as_uuid())
-    .bind(param_keys)
-    .bind(param_values)
-    .bind(tag_keys)
-    .bind(tag_values)
     .bind(all.keys)
     .bind(all.values)
     .bind(all.steps)
@@ -285,6 +233,9 @@ async fn write_batch(
     .bind(latest.values)
     .bind(latest.steps)
     .bind(latest.timestamps)
+    .bind(Json(params))
+    .bind(Json(tags))
+    .bind(now)
     .execute(&mut **tx)
     .await
     .map_err(db_error)?;

@@ -9,8 +9,8 @@ use crate::core::{ExperimentId, TenantId};
 pub const EXPERIMENT_COLUMNS: &str = "id, name, description, tags, created_at, updated_at, version";
 
 pub const RUN_COLUMNS: &str =
-    "r.id, r.experiment_id, r.name, r.status, r.start_time, r.end_time, r.created_at, \
-     r.updated_at, r.version";
+    "r.id, r.experiment_id, r.name, r.status, r.start_time, r.end_time, r.params, r.tags, \
+     r.created_at, r.updated_at, r.version";
 
 /// Experiments of `tenant` matching `filter`, newest first, one page plus one row.
 pub fn experiments_page(

@@ -98,23 +98,3 @@ pub fn to_millis(t: DateTime<Utc>) -> i64 {
 pub fn from_millis(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
-
-/// Fails with a conflict on the first param whose stored value differs from the new one:
-/// params are immutable once logged, and logging the same value again is harmless.
-pub fn ensure_params_unchanged(
-    stored: &[(String, String)],
-    params: &std::collections::BTreeMap<String, String>,
-) -> crate::core::Result<()> {
-    for (key, old) in stored {
-        if let Some(new) = params.get(key).filter(|new| *new != old) {
-            return Err(crate::core::Error::conflict(
-                format!("params[{key:?}]"),
-                format!(
-                    "param {key:?} was already logged with value {old:?} and cannot change to \
-                     {new:?}; log it under another key"
-                ),
-            ));
-        }
-    }
-    Ok(())
-}

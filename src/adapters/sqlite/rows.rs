@@ -1,12 +1,12 @@
 //! Decoding SQLite rows into domain types.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 use uuid::Uuid;
 
-use crate::adapters::sql::{db_error, from_millis, Dialect, Sql};
+use crate::adapters::sql::{db_error, from_millis, Bind, Dialect, Sql};
 use crate::adapters::sqlite::prepare;
 use crate::core::experiment::Experiment;
 use crate::core::run::{Metric, Run, RunStatus};
@@ -33,6 +33,8 @@ pub(super) fn experiment(row: &SqliteRow, tenant: TenantId) -> Result<Experiment
 pub(super) fn run(row: &SqliteRow, tenant: TenantId) -> Result<Run> {
     let status: String = row.try_get("status").map_err(db_error)?;
     let end_time: Option<i64> = row.try_get("end_time").map_err(db_error)?;
+    let params: String = row.try_get("params").map_err(db_error)?;
+    let tags: String = row.try_get("tags").map_err(db_error)?;
     Ok(Run {
         id: row.try_get::<Uuid, _>("id").map_err(db_error)?.into(),
         tenant_id: tenant,
@@ -44,8 +46,8 @@ pub(super) fn run(row: &SqliteRow, tenant: TenantId) -> Result<Run> {
         status: status.parse::<RunStatus>().map_err(internal)?,
         start_time: from_millis(row.try_get("start_time").map_err(db_error)?),
         end_time: end_time.map(from_millis),
-        params: BTreeMap::new(),
-        tags: BTreeMap::new(),
+        params: serde_json::from_str(&params).map_err(internal)?,
+        tags: serde_json::from_str(&tags).map_err(internal)?,
         metrics: Vec::new(),
         created_at: from_millis(row.try_get("created_at").map_err(db_error)?),
         updated_at: from_millis(row.try_get("updated_at").map_err(db_error)?),
@@ -53,8 +55,8 @@ pub(super) fn run(row: &SqliteRow, tenant: TenantId) -> Result<Run> {
     })
 }
 
-/// Loads params, tags and latest metrics of `runs` with one query each.
-pub(super) async fn attach_children(
+/// Loads the latest metrics of `runs` with one query.
+pub(super) async fn attach_metrics(
     conn: &mut SqliteConnection,
     tenant: TenantId,
     runs: &mut [Run],
@@ -64,42 +66,14 @@ pub(super) async fn attach_children(
     }
     let ids: Vec<Uuid> = runs.iter().map(|r| *r.id.as_uuid()).collect();
     let index: HashMap<Uuid, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-    let query = |columns: &str, table: &str, order: &str| {
-        let mut sql = Sql::new(Dialect::Sqlite);
-        sql.push(&format!(
-            "SELECT run_id, {columns} FROM {table} WHERE tenant_id = "
-        ));
-        sql.bind(crate::adapters::sql::Bind::Uuid(*tenant.as_uuid()));
-        sql.push(" AND ").push_in_uuids("run_id", &ids).push(order);
-        sql
-    };
-
-    for (table, is_params) in [("run_params", true), ("run_tags", false)] {
-        let sql = query("key, value", table, "");
-        for row in prepare(&sql)
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db_error)?
-        {
-            let run_id: Uuid = row.try_get(0).map_err(db_error)?;
-            let run = &mut runs[index[&run_id]];
-            let map = if is_params {
-                &mut run.params
-            } else {
-                &mut run.tags
-            };
-            map.insert(
-                row.try_get(1).map_err(db_error)?,
-                row.try_get(2).map_err(db_error)?,
-            );
-        }
-    }
-
-    let sql = query(
-        "key, value, step, timestamp",
-        "run_latest_metrics",
-        " ORDER BY key",
+    let mut sql = Sql::new(Dialect::Sqlite);
+    sql.push(
+        "SELECT run_id, key, value, step, timestamp FROM run_latest_metrics WHERE tenant_id = ",
     );
+    sql.bind(Bind::Uuid(*tenant.as_uuid()));
+    sql.push(" AND ")
+        .push_in_uuids("run_id", &ids)
+        .push(" ORDER BY key");
     for row in prepare(&sql)
         .fetch_all(&mut *conn)
         .await

@@ -5,8 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
 use crate::adapters::sql::{
-    db_error, ensure_params_unchanged, map_error, runs_page, to_millis, Dialect, MissingParent,
-    RUN_COLUMNS,
+    db_error, map_error, runs_page, to_millis, Dialect, MissingParent, RUN_COLUMNS,
 };
 use crate::adapters::sqlite::{prepare, rows, SqliteStore};
 use crate::core::pagination::PageRequest;
@@ -14,6 +13,10 @@ use crate::core::ports::RunStore;
 use crate::core::run::{LogBatch, Metric, Run};
 use crate::core::run_query::RunOrder;
 use crate::core::{Error, ExperimentId, Result, RunId, TenantId};
+
+fn to_json(map: &BTreeMap<String, String>) -> Result<String> {
+    serde_json::to_string(map).map_err(|e| Error::Internal(e.into()))
+}
 
 #[async_trait]
 impl RunStore for SqliteStore {
@@ -25,7 +28,8 @@ impl RunStore for SqliteStore {
         let mut tx = self.writer.begin().await.map_err(db_error)?;
         sqlx::query(
             "INSERT INTO runs (tenant_id, id, experiment_id, name, status, start_time, end_time, \
-             created_at, updated_at, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             params, tags, created_at, updated_at, version) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(tenant.as_uuid())
         .bind(run.id.as_uuid())
@@ -34,13 +38,15 @@ impl RunStore for SqliteStore {
         .bind(run.status.as_str())
         .bind(to_millis(run.start_time))
         .bind(run.end_time.map(to_millis))
+        .bind(to_json(&run.params)?)
+        .bind(to_json(&run.tags)?)
         .bind(to_millis(run.created_at))
         .bind(to_millis(run.updated_at))
         .bind(run.version)
         .execute(&mut *tx)
         .await
         .map_err(|e| map_error(e, Some(parent)))?;
-        write_batch(&mut tx, tenant, run.experiment_id, run.id, batch).await?;
+        write_metrics(&mut tx, tenant, run.experiment_id, run.id, batch).await?;
         tx.commit().await.map_err(db_error)
     }
 
@@ -63,7 +69,7 @@ impl RunStore for SqliteStore {
         .map_err(db_error)?;
         let Some(row) = row else { return Ok(None) };
         let mut found = [rows::run(&row, tenant)?];
-        rows::attach_children(&mut tx, tenant, &mut found).await?;
+        rows::attach_metrics(&mut tx, tenant, &mut found).await?;
         tx.commit().await.map_err(db_error)?;
         let [run] = found;
         Ok(Some(run))
@@ -83,7 +89,7 @@ impl RunStore for SqliteStore {
             .iter()
             .map(|r| rows::run(r, tenant))
             .collect::<Result<Vec<_>>>()?;
-        rows::attach_children(&mut tx, tenant, &mut runs).await?;
+        rows::attach_metrics(&mut tx, tenant, &mut runs).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(runs)
     }
@@ -96,43 +102,39 @@ impl RunStore for SqliteStore {
         batch: &LogBatch,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        // The single writer connection serialises this with every other write.
+        // The single writer connection serialises this with every other write, so the params
+        // read here cannot change before the update below.
         let mut tx = self.writer.begin().await.map_err(db_error)?;
-        let touched = sqlx::query(
-            "UPDATE runs SET updated_at = ?, version = version + 1 \
-             WHERE tenant_id = ? AND experiment_id = ? AND id = ?",
+        let stored: Option<(String, String)> = sqlx::query_as(
+            "SELECT params, tags FROM runs WHERE tenant_id = ? AND experiment_id = ? AND id = ?",
         )
-        .bind(to_millis(now))
         .bind(tenant.as_uuid())
         .bind(experiment.as_uuid())
+        .bind(run.as_uuid())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let Some((params, tags)) = stored else {
+            return Err(Error::not_found("run", run));
+        };
+        let corrupt = |e: serde_json::Error| Error::Internal(anyhow::anyhow!("stored map: {e}"));
+        let mut params: BTreeMap<String, String> =
+            serde_json::from_str(&params).map_err(corrupt)?;
+        let mut tags: BTreeMap<String, String> = serde_json::from_str(&tags).map_err(corrupt)?;
+        batch.merge_into(&mut params, &mut tags)?;
+        sqlx::query(
+            "UPDATE runs SET params = ?, tags = ?, updated_at = ?, version = version + 1 \
+             WHERE tenant_id = ? AND id = ?",
+        )
+        .bind(to_json(&params)?)
+        .bind(to_json(&tags)?)
+        .bind(to_millis(now))
+        .bind(tenant.as_uuid())
         .bind(run.as_uuid())
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        if touched.rows_affected() == 0 {
-            return Err(Error::not_found("run", run));
-        }
-        if !batch.params.is_empty() {
-            let mut select =
-                QueryBuilder::<Sqlite>::new("SELECT key, value FROM run_params WHERE tenant_id = ");
-            select
-                .push_bind(tenant.as_uuid())
-                .push(" AND run_id = ")
-                .push_bind(run.as_uuid());
-            select.push(" AND key IN (");
-            let mut keys = select.separated(", ");
-            for key in batch.params.keys() {
-                keys.push_bind(key.as_str());
-            }
-            select.push(") ORDER BY key");
-            let stored: Vec<(String, String)> = select
-                .build_query_as()
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db_error)?;
-            ensure_params_unchanged(&stored, &batch.params)?;
-        }
-        write_batch(&mut tx, tenant, experiment, run, batch).await?;
+        write_metrics(&mut tx, tenant, experiment, run, batch).await?;
         tx.commit().await.map_err(db_error)
     }
 
@@ -161,25 +163,14 @@ impl RunStore for SqliteStore {
     }
 }
 
-/// Inserts params (keeping stored ones), upserts tags, appends metrics and moves the latest
-/// value of each metric forward.
-async fn write_batch(
+/// Appends the batch's metrics and moves the latest value of each metric forward.
+async fn write_metrics(
     conn: &mut SqliteConnection,
     tenant: TenantId,
     experiment: ExperimentId,
     run: RunId,
     batch: &LogBatch,
 ) -> Result<()> {
-    for (table, map, on_conflict) in [
-        ("run_params", &batch.params, "DO NOTHING"),
-        (
-            "run_tags",
-            &batch.tags,
-            "DO UPDATE SET value = excluded.value",
-        ),
-    ] {
-        insert_pairs(conn, tenant, run, table, map, on_conflict).await?;
-    }
     if batch.metrics.is_empty() {
         return Ok(());
     }
@@ -217,32 +208,5 @@ async fn write_batch(
                (run_latest_metrics.step, run_latest_metrics.timestamp, run_latest_metrics.value)",
     );
     upsert.build().execute(&mut *conn).await.map_err(db_error)?;
-    Ok(())
-}
-
-async fn insert_pairs(
-    conn: &mut SqliteConnection,
-    tenant: TenantId,
-    run: RunId,
-    table: &str,
-    pairs: &BTreeMap<String, String>,
-    on_conflict: &str,
-) -> Result<()> {
-    if pairs.is_empty() {
-        return Ok(());
-    }
-    let mut insert = QueryBuilder::<Sqlite>::new(format!(
-        "INSERT INTO {table} (tenant_id, run_id, key, value) "
-    ));
-    insert.push_values(pairs, |mut row, (key, value)| {
-        row.push_bind(tenant.as_uuid())
-            .push_bind(run.as_uuid())
-            .push_bind(key.as_str())
-            .push_bind(value.as_str());
-    });
-    insert.push(format!(
-        " ON CONFLICT (tenant_id, run_id, key) {on_conflict}"
-    ));
-    insert.build().execute(&mut *conn).await.map_err(db_error)?;
     Ok(())
 }

@@ -84,10 +84,12 @@ async fn a_failure_inside_the_service_reveals_nothing_internal() {
     let mut owner = <sqlx::PgConnection as sqlx::Connection>::connect(&database.owner_url)
         .await
         .unwrap();
-    sqlx::query(&format!("REVOKE SELECT ON run_latest_metrics FROM {APP_ROLE}"))
-        .execute(&mut owner)
-        .await
-        .unwrap();
+    sqlx::query(&format!(
+        "REVOKE SELECT ON run_latest_metrics FROM {APP_ROLE}"
+    ))
+    .execute(&mut owner)
+    .await
+    .unwrap();
 
     let path = format!(
         "/api/v1/experiments/{experiment}/runs/{}",
@@ -97,7 +99,13 @@ async fn a_failure_inside_the_service_reveals_nothing_internal() {
 
     let problem = expect_problem(response, StatusCode::INTERNAL_SERVER_ERROR).await;
     let text = problem.to_string().to_lowercase();
-    for secret in ["run_latest_metrics", "permission", "sqlx", "postgres", "denied"] {
+    for secret in [
+        "run_latest_metrics",
+        "permission",
+        "sqlx",
+        "postgres",
+        "denied",
+    ] {
         assert!(
             !text.contains(secret),
             "the 500 body mentions {secret}: {text}"

@@ -7,6 +7,10 @@
 #
 # PostgreSQL: used where it already runs on 127.0.0.1:5432; otherwise installed from Debian's
 # packages and started, with trust authentication for local TCP connections (test machines only).
+# Kafka protocol: the tansu broker (Apache-2.0, crates.io), built once into ~/.cargo/bin and
+# reused while its version matches. Tests start their own broker processes from it (each test
+# needs its own, some stop and restart theirs); `start` also runs one on 127.0.0.1:9092 for
+# manual use and the benchmark.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -52,6 +56,45 @@ start_postgres() {
 }
 
 # Test databases from earlier runs are dropped, so they never pile up.
+TANSU_VERSION=0.6.0
+TANSU_BIN="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
+KAFKA_PORT=9092
+
+ensure_tansu() {
+    if [ -x "$TANSU_BIN" ] && "$TANSU_BIN" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+        return
+    fi
+    log "building the tansu $TANSU_VERSION broker (once; about 13 minutes on 2 cores)"
+    cargo install tansu --version "$TANSU_VERSION" --locked --no-default-features \
+        --features dynostore
+}
+
+port_open() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+start_kafka() {
+    ensure_tansu
+    if port_open "$KAFKA_PORT"; then
+        log "a Kafka-protocol broker already answers on 127.0.0.1:$KAFKA_PORT"
+        return
+    fi
+    local dir="$STATE_DIR/tansu"
+    rm -rf "$dir" && mkdir -p "$dir"
+    log "starting tansu on 127.0.0.1:$KAFKA_PORT"
+    (cd "$dir" && exec setsid "$TANSU_BIN" broker \
+        --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+        --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+        --storage-engine memory://tansu/ >"$STATE_DIR/tansu.log" 2>&1) &
+    echo $! >"$STATE_DIR/tansu.pid"
+    for _ in $(seq 1 100); do
+        port_open "$KAFKA_PORT" && return
+        sleep 0.1
+    done
+    log "tansu did not start; see $STATE_DIR/tansu.log"
+    exit 1
+}
+
 drop_old_test_databases() {
     local admin="postgres://postgres@$PG_HOST:$PG_PORT/postgres"
     local names
@@ -80,7 +123,10 @@ case "${1:-start}" in
     start)
         start_postgres
         drop_old_test_databases
+        start_kafka
         echo "AUMOS_TEST_POSTGRES_ADMIN_URL=postgres://postgres@$PG_HOST:$PG_PORT/postgres"
+        echo "AUMOS_TEST_TANSU_BIN=$TANSU_BIN"
+        echo "AUMOS_KAFKA__BROKERS=127.0.0.1:$KAFKA_PORT"
         ;;
     stop)
         stop_started

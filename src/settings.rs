@@ -69,6 +69,51 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "Kafka bootstrap servers; empty: no publishing",
     ),
     (
+        "AUMOS_KAFKA__TOPIC_PREFIX",
+        "aumos.mlops.",
+        "Prefix of the event topics",
+    ),
+    (
+        "AUMOS_KAFKA__TOPIC_PARTITIONS",
+        "3",
+        "Partitions of topics the service creates",
+    ),
+    (
+        "AUMOS_KAFKA__TOPIC_REPLICATION_FACTOR",
+        "1",
+        "Replication factor of those topics",
+    ),
+    (
+        "AUMOS_KAFKA__MESSAGE_TIMEOUT_MS",
+        "15000",
+        "How long a publish may wait for Kafka",
+    ),
+    (
+        "AUMOS_OUTBOX__BATCH_AGGREGATES",
+        "200",
+        "Aggregates the relay claims per batch",
+    ),
+    (
+        "AUMOS_OUTBOX__POLL_INTERVAL_MS",
+        "250",
+        "How often the relay looks for new events",
+    ),
+    (
+        "AUMOS_OUTBOX__LEASE_SECONDS",
+        "30",
+        "How long a relay holds claimed events",
+    ),
+    (
+        "AUMOS_OUTBOX__MAX_BACKOFF_SECONDS",
+        "30",
+        "Longest wait between retries to Kafka",
+    ),
+    (
+        "AUMOS_OUTBOX__RETENTION_DAYS",
+        "30",
+        "Days published events are kept; 0: forever",
+    ),
+    (
         "AUMOS_HTTP__HOST",
         "0.0.0.0",
         "Address the HTTP server binds",
@@ -203,6 +248,7 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub database: DatabaseSettings,
     pub kafka: KafkaSettings,
+    pub outbox: OutboxSettings,
     pub http: HttpSettings,
     pub auth: AuthSettings,
     pub mlops: MlopsSettings,
@@ -230,6 +276,20 @@ pub struct DatabaseSettings {
 pub struct KafkaSettings {
     /// Bootstrap servers; empty turns publishing off.
     pub brokers: Vec<String>,
+    pub topic_prefix: String,
+    pub topic_partitions: i32,
+    pub topic_replication_factor: i32,
+    pub message_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutboxSettings {
+    pub batch_aggregates: u32,
+    pub poll_interval: Duration,
+    pub lease: Duration,
+    pub max_backoff: Duration,
+    /// How long published events are kept; `None` keeps them forever.
+    pub retention: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -280,6 +340,7 @@ struct Raw {
     log_format: Option<String>,
     database: RawSection,
     kafka: RawSection,
+    outbox: RawSection,
     http: RawSection,
     auth: RawSection,
     mlops_mlflow_tracking_uri: Option<String>,
@@ -304,6 +365,7 @@ impl Lookup<'_> {
                 let table = match section {
                     "database" => &self.raw.database,
                     "kafka" => &self.raw.kafka,
+                    "outbox" => &self.raw.outbox,
                     "http" => &self.raw.http,
                     "auth" => &self.raw.auth,
                     _ => return default_of(variable),
@@ -456,16 +518,8 @@ impl Settings {
             log_level: env.required("AUMOS_LOG_LEVEL")?,
             log_format,
             database: database_settings(env, &data_dir)?,
-            kafka: KafkaSettings {
-                brokers: env
-                    .get("AUMOS_KAFKA__BROKERS")
-                    .unwrap_or_default()
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|b| !b.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
-            },
+            kafka: kafka_settings(env)?,
+            outbox: outbox_settings(env)?,
             http: HttpSettings {
                 host: env.parse("AUMOS_HTTP__HOST", "an IP address such as 0.0.0.0")?,
                 port: env.ranged("AUMOS_HTTP__PORT", 0, 65535, "a port")?,
@@ -542,6 +596,57 @@ fn database_settings(
         max_connections: env.ranged("AUMOS_DATABASE__MAX_CONNECTIONS", 1, 1000, "a pool size")?,
         acquire_timeout: env.seconds("AUMOS_DATABASE__ACQUIRE_TIMEOUT_SECONDS", 1, 600)?,
         migrate_on_start: env.bool("AUMOS_DATABASE__MIGRATE_ON_START")?,
+    })
+}
+
+fn kafka_settings(env: &Lookup<'_>) -> Result<KafkaSettings, SettingsError> {
+    let topic_prefix = env.get("AUMOS_KAFKA__TOPIC_PREFIX").unwrap_or_default();
+    let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if topic_prefix.len() > 200 || !topic_prefix.chars().all(valid) {
+        return Err(SettingsError::new(
+            "AUMOS_KAFKA__TOPIC_PREFIX",
+            "may contain only letters, digits, '.', '_' and '-' (at most 200)",
+        ));
+    }
+    Ok(KafkaSettings {
+        brokers: env
+            .get("AUMOS_KAFKA__BROKERS")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|b| !b.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        topic_prefix,
+        topic_partitions: env.ranged("AUMOS_KAFKA__TOPIC_PARTITIONS", 1, 10_000, "a count")?,
+        topic_replication_factor: env.ranged(
+            "AUMOS_KAFKA__TOPIC_REPLICATION_FACTOR",
+            1,
+            32,
+            "a count",
+        )?,
+        message_timeout: Duration::from_millis(env.ranged(
+            "AUMOS_KAFKA__MESSAGE_TIMEOUT_MS",
+            1000,
+            600_000,
+            "milliseconds",
+        )?),
+    })
+}
+
+fn outbox_settings(env: &Lookup<'_>) -> Result<OutboxSettings, SettingsError> {
+    let days: u64 = env.ranged("AUMOS_OUTBOX__RETENTION_DAYS", 0, 36_500, "days")?;
+    Ok(OutboxSettings {
+        batch_aggregates: env.ranged("AUMOS_OUTBOX__BATCH_AGGREGATES", 1, 10_000, "a count")?,
+        poll_interval: Duration::from_millis(env.ranged(
+            "AUMOS_OUTBOX__POLL_INTERVAL_MS",
+            10,
+            60_000,
+            "milliseconds",
+        )?),
+        lease: env.seconds("AUMOS_OUTBOX__LEASE_SECONDS", 5, 3600)?,
+        max_backoff: env.seconds("AUMOS_OUTBOX__MAX_BACKOFF_SECONDS", 1, 3600)?,
+        retention: (days > 0).then(|| Duration::from_secs(days * 86_400)),
     })
 }
 

@@ -9,14 +9,19 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
+use tokio_util::sync::CancellationToken;
+
+use crate::adapters::kafka::{EventNaming, KafkaPublisher};
 use crate::adapters::postgres::{self, PgStore, RoleCheck};
 use crate::adapters::sqlite::SqliteStore;
+use crate::adapters::OutboxSignal;
 use crate::api::auth::Authenticator;
 use crate::api::observability::Metrics;
 use crate::api::{self, AppState};
-use crate::core::ports::{ExperimentStore, RunStore, StoreHealth};
-use crate::core::services::{ExperimentService, RunService};
+use crate::core::ports::{EventLog, ExperimentStore, Outbox, RunStore, StoreHealth};
+use crate::core::services::{EventService, ExperimentService, RunService};
 use crate::settings::{DatabaseBackend, DatabaseSettings, Settings};
+use crate::workers::outbox_relay::{OutboxRelay, RelayStatus};
 
 /// The storage adapter chosen by `AUMOS_DATABASE__URL`.
 #[derive(Clone)]
@@ -26,14 +31,15 @@ pub enum Store {
 }
 
 impl Store {
-    pub async fn open(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+    /// Opens the configured store; `signal` is raised after every commit that wrote events.
+    pub async fn open(settings: &DatabaseSettings, signal: OutboxSignal) -> anyhow::Result<Self> {
         match &settings.backend {
-            DatabaseBackend::Postgres { url } => {
-                Ok(Self::Postgres(PgStore::connect_lazy(url, settings)?))
-            }
-            DatabaseBackend::Sqlite { path } => {
-                Ok(Self::Sqlite(SqliteStore::open(path, settings).await?))
-            }
+            DatabaseBackend::Postgres { url } => Ok(Self::Postgres(PgStore::connect_lazy(
+                url, settings, signal,
+            )?)),
+            DatabaseBackend::Sqlite { path } => Ok(Self::Sqlite(
+                SqliteStore::open(path, settings, signal).await?,
+            )),
         }
     }
 
@@ -47,24 +53,22 @@ impl Store {
         }
     }
 
-    fn ports(
-        &self,
-    ) -> (
-        Arc<dyn ExperimentStore>,
-        Arc<dyn RunStore>,
-        Arc<dyn StoreHealth>,
-    ) {
+    fn ports(&self) -> Ports {
+        fn of<S>(store: &S) -> Ports
+        where
+            S: ExperimentStore + RunStore + StoreHealth + EventLog + Outbox + Clone,
+        {
+            Ports {
+                experiments: Arc::new(store.clone()),
+                runs: Arc::new(store.clone()),
+                health: Arc::new(store.clone()),
+                events: Arc::new(store.clone()),
+                outbox: Arc::new(store.clone()),
+            }
+        }
         match self {
-            Self::Postgres(s) => (
-                Arc::new(s.clone()),
-                Arc::new(s.clone()),
-                Arc::new(s.clone()),
-            ),
-            Self::Sqlite(s) => (
-                Arc::new(s.clone()),
-                Arc::new(s.clone()),
-                Arc::new(s.clone()),
-            ),
+            Self::Postgres(s) => of(s),
+            Self::Sqlite(s) => of(s),
         }
     }
 
@@ -76,16 +80,27 @@ impl Store {
     }
 }
 
+/// The store seen through each port.
+struct Ports {
+    experiments: Arc<dyn ExperimentStore>,
+    runs: Arc<dyn RunStore>,
+    health: Arc<dyn StoreHealth>,
+    events: Arc<dyn EventLog>,
+    outbox: Arc<dyn Outbox>,
+}
+
 /// A built application: bound to its port, ready to serve.
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     store: Store,
+    relay: Option<OutboxRelay>,
 }
 
 impl Application {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        let store = Store::open(&settings.database).await?;
+        let signal = OutboxSignal::default();
+        let store = Store::open(&settings.database, signal.clone()).await?;
         if settings.database.migrate_on_start {
             store
                 .migrate(&settings.database)
@@ -95,13 +110,35 @@ impl Application {
         if let Store::Postgres(pg) = &store {
             check_row_level_security(pg, settings).await?;
         }
-        let (experiments, runs, health) = store.ports();
+        let ports = store.ports();
+        let naming = EventNaming {
+            source: format!("/{}", settings.service_name),
+            topic_prefix: settings.kafka.topic_prefix.clone(),
+        };
+        let relay = if settings.kafka.brokers.is_empty() {
+            warn!("AUMOS_KAFKA__BROKERS is empty: events are kept in the outbox, not published");
+            None
+        } else {
+            let publisher = KafkaPublisher::new(&settings.kafka, naming.clone())
+                .context("invalid Kafka configuration")?;
+            Some(OutboxRelay::new(
+                ports.outbox.clone(),
+                Arc::new(publisher),
+                signal,
+                RelayStatus::default(),
+                settings.outbox.clone(),
+            ))
+        };
         let authenticator = Arc::new(Authenticator::from_settings(&settings.auth)?);
         let state = AppState {
-            experiments: ExperimentService::new(experiments.clone()),
-            runs: RunService::new(experiments, runs),
-            metrics: Arc::new(Metrics::new(&settings.service_name, health.clone())),
-            store_health: health,
+            experiments: ExperimentService::new(ports.experiments.clone()),
+            runs: RunService::new(ports.experiments, ports.runs),
+            events: EventService::new(ports.events),
+            event_source: naming.source,
+            metrics: Arc::new(Metrics::new(&settings.service_name, ports.health.clone())),
+            store_health: ports.health,
+            outbox: ports.outbox,
+            relay_status: relay.as_ref().map(OutboxRelay::status),
             authenticator,
         };
         let router = api::router(state, &settings.http);
@@ -109,10 +146,17 @@ impl Application {
         let listener = TcpListener::bind(address)
             .await
             .with_context(|| format!("cannot listen on {address} (AUMOS_HTTP__HOST/PORT)"))?;
+        info!(
+            environment = settings.environment.as_str(),
+            database = store_backend(&store),
+            kafka.brokers = settings.kafka.brokers.join(","),
+            "configuration loaded"
+        );
         Ok(Self {
             listener,
             router,
             store,
+            relay,
         })
     }
 
@@ -123,18 +167,37 @@ impl Application {
             .unwrap_or_default()
     }
 
-    /// Serves until `shutdown` completes, then finishes the requests in flight.
+    /// Serves until `shutdown` completes, then finishes the requests in flight, stops the
+    /// workers (each finishes what it has in hand) and closes the database.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        info!(http.port = self.port(), "serving");
-        axum::serve(self.listener, self.router)
+        let port = self.port();
+        let workers = CancellationToken::new();
+        let relay = self
+            .relay
+            .map(|relay| tokio::spawn(relay.run(workers.child_token())));
+        info!(http.port = port, "serving");
+        let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
-            .await?;
+            .await;
+        workers.cancel();
+        if let Some(relay) = relay {
+            if let Err(error) = relay.await {
+                warn!(%error, "the outbox relay ended abnormally");
+            }
+        }
         self.store.close().await;
         info!("stopped");
-        Ok(())
+        Ok(served?)
+    }
+}
+
+fn store_backend(store: &Store) -> &'static str {
+    match store {
+        Store::Postgres(_) => "postgres",
+        Store::Sqlite(_) => "sqlite",
     }
 }
 

@@ -10,6 +10,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::api::AppState;
+use crate::workers::outbox_relay::KafkaState;
 
 /// How long `/ready` waits for the database before calling it down.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
@@ -21,7 +22,7 @@ pub struct Liveness {
 }
 
 /// The state of one dependency.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Default, Serialize, ToSchema)]
 pub struct DependencyStatus {
     /// `up`, `down`, `degraded` or `disabled`.
     #[schema(example = "up")]
@@ -34,6 +35,12 @@ pub struct DependencyStatus {
     /// Why the dependency is not up.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Outbox only: events not yet acknowledged by Kafka.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_events: Option<i64>,
+    /// Outbox only: age of the oldest pending event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest_pending_seconds: Option<f64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -50,61 +57,98 @@ pub async fn live() -> axum::Json<Liveness> {
     axum::Json(Liveness { status: "alive" })
 }
 
-/// Readiness: 200 when the database answers, 503 when it does not
+/// Readiness: 200 when the database answers (degraded while Kafka is down), 503 when it does not
 #[utoipa::path(
     get,
     path = "/ready",
     tag = "probes",
     responses(
-        (status = 200, description = "Ready to serve", body = Readiness),
+        (status = 200, description = "Ready to serve, possibly degraded", body = Readiness),
         (status = 503, description = "The database is unreachable", body = Readiness),
     )
 )]
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    let database = database_status(&state).await;
+    let database_up = database.status == "up";
+    let mut checks = BTreeMap::from([("database", database)]);
+    if database_up {
+        checks.insert("outbox", outbox_status(&state).await);
+    }
+    checks.insert("kafka", kafka_status(&state));
+
+    let degraded = checks
+        .values()
+        .any(|c| matches!(c.status, "down" | "degraded"));
+    let (code, status) = match (database_up, degraded) {
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        (true, true) => (StatusCode::OK, "degraded"),
+        (true, false) => (StatusCode::OK, "ready"),
+    };
+    (code, axum::Json(Readiness { status, checks }))
+}
+
+async fn database_status(state: &AppState) -> DependencyStatus {
     let store = &state.store_health;
     let started = Instant::now();
     let ping = tokio::time::timeout(PING_TIMEOUT, store.ping()).await;
-    let latency_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
-    let database = match ping {
-        Ok(Ok(())) => DependencyStatus {
-            status: "up",
-            backend: Some(store.backend().into()),
-            latency_ms,
-            error: None,
-        },
-        Ok(Err(error)) => DependencyStatus {
-            status: "down",
-            backend: Some(store.backend().into()),
-            latency_ms,
-            error: Some(error.to_string()),
-        },
-        Err(_) => DependencyStatus {
-            status: "down",
-            backend: Some(store.backend().into()),
-            latency_ms,
-            error: Some(format!("no answer within {} ms", PING_TIMEOUT.as_millis())),
-        },
+    let error = match ping {
+        Ok(Ok(())) => None,
+        Ok(Err(error)) => Some(error.to_string()),
+        Err(_) => Some(format!("no answer within {} ms", PING_TIMEOUT.as_millis())),
     };
-    let up = database.status == "up";
-    if !up {
-        tracing::warn!(
-            error = database.error.as_deref(),
-            "readiness check: database is down"
-        );
+    if let Some(error) = &error {
+        tracing::warn!(%error, "readiness check: database is down");
     }
-    let checks = BTreeMap::from([("database", database)]);
-    let (status, text) = if up {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    DependencyStatus {
+        status: if error.is_none() { "up" } else { "down" },
+        backend: Some(store.backend().into()),
+        latency_ms: Some(started.elapsed().as_secs_f64() * 1000.0),
+        error,
+        ..Default::default()
+    }
+}
+
+async fn outbox_status(state: &AppState) -> DependencyStatus {
+    match state.outbox.backlog().await {
+        Ok(backlog) => DependencyStatus {
+            status: "up",
+            pending_events: Some(backlog.pending),
+            oldest_pending_seconds: backlog.oldest.map(|oldest| {
+                (chrono::Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1000.0
+            }),
+            ..Default::default()
+        },
+        Err(error) => DependencyStatus {
+            status: "degraded",
+            error: Some(error.to_string()),
+            ..Default::default()
+        },
+    }
+}
+
+fn kafka_status(state: &AppState) -> DependencyStatus {
+    let Some(relay) = &state.relay_status else {
+        return DependencyStatus {
+            status: "disabled",
+            error: Some("AUMOS_KAFKA__BROKERS is empty: events stay in the outbox".into()),
+            ..Default::default()
+        };
     };
-    (
-        status,
-        axum::Json(Readiness {
-            status: text,
-            checks,
-        }),
-    )
+    match relay.get() {
+        KafkaState::Up => DependencyStatus {
+            status: "up",
+            ..Default::default()
+        },
+        KafkaState::Starting => DependencyStatus {
+            status: "starting",
+            ..Default::default()
+        },
+        KafkaState::Down { since, error } => DependencyStatus {
+            status: "degraded",
+            error: Some(format!("{error} (since {})", since.to_rfc3339())),
+            ..Default::default()
+        },
+    }
 }
 
 /// Prometheus metrics in the text exposition format

@@ -2,6 +2,7 @@
 
 pub mod auth;
 mod docs;
+pub mod events;
 pub mod experiments;
 pub mod extract;
 pub mod health;
@@ -28,16 +29,23 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::api::auth::Authenticator;
 use crate::api::observability::{MakeRequestUuidV7, Metrics};
 use crate::api::problem::{ApiError, PROBLEM_JSON};
-use crate::core::ports::StoreHealth;
-use crate::core::services::{ExperimentService, RunService};
+use crate::core::ports::{Outbox, StoreHealth};
+use crate::core::services::{EventService, ExperimentService, RunService};
 use crate::settings::HttpSettings;
+use crate::workers::outbox_relay::RelayStatus;
 
 /// Everything a handler can reach.
 #[derive(Clone, FromRef)]
 pub struct AppState {
     pub experiments: ExperimentService,
     pub runs: RunService,
+    pub events: EventService,
+    /// CloudEvents `source` of this service's events.
+    pub event_source: String,
     pub store_health: Arc<dyn StoreHealth>,
+    pub outbox: Arc<dyn Outbox>,
+    /// The relay's view of Kafka; `None` when publishing is turned off.
+    pub relay_status: Option<RelayStatus>,
     pub metrics: Arc<Metrics>,
     pub authenticator: Arc<Authenticator>,
 }
@@ -53,6 +61,7 @@ fn api_v1() -> OpenApiRouter<AppState> {
         .routes(routes!(runs::create_run, runs::list_runs))
         .routes(routes!(runs::get_run, runs::update_run))
         .routes(routes!(runs::log_run_batch))
+        .routes(routes!(events::list_events))
 }
 
 fn probes() -> OpenApiRouter<AppState> {

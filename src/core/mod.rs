@@ -2,6 +2,7 @@
 //! that apply them, and the port traits the adapters implement. Nothing here performs I/O.
 
 pub mod error;
+pub mod events;
 pub mod experiment;
 pub mod ids;
 pub mod names;

@@ -22,6 +22,7 @@ pub enum SortValue {
     /// The item had no value for the key (sorted after all items that have one).
     Null,
     Float(f64),
+    Int(i64),
     Time(DateTime<Utc>),
     Text(String),
 }

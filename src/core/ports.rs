@@ -3,10 +3,19 @@
 //!
 //! Every method takes the tenant first. Implementations must scope every statement to it; the
 //! PostgreSQL adapter additionally sets it for row-level security.
+//!
+//! Every write takes the domain events describing it and appends them to the outbox in the
+//! same transaction: if the change is refused or rolled back, so are its events. Events are
+//! appended after the aggregate's row is written or locked, so for any one aggregate the
+//! outbox order is the commit order.
+
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use uuid::Uuid;
 
+use crate::core::events::{AggregateKind, Backlog, DomainEvent, EventFilter, StoredEvent};
 use crate::core::experiment::{Experiment, ExperimentFilter};
 use crate::core::pagination::PageRequest;
 use crate::core::run::{LogBatch, Run};
@@ -16,7 +25,12 @@ use crate::core::{ExperimentId, Result, RunId, TenantId};
 #[async_trait]
 pub trait ExperimentStore: Send + Sync + 'static {
     /// Stores a new experiment; a duplicate name for the tenant is `Error::Conflict` on `name`.
-    async fn insert_experiment(&self, tenant: TenantId, experiment: &Experiment) -> Result<()>;
+    async fn insert_experiment(
+        &self,
+        tenant: TenantId,
+        experiment: &Experiment,
+        events: &[DomainEvent],
+    ) -> Result<()>;
 
     async fn find_experiment(
         &self,
@@ -36,7 +50,13 @@ pub trait ExperimentStore: Send + Sync + 'static {
 #[async_trait]
 pub trait RunStore: Send + Sync + 'static {
     /// Stores a new run with its first batch; an unknown experiment is `Error::NotFound`.
-    async fn insert_run(&self, tenant: TenantId, run: &Run, batch: &LogBatch) -> Result<()>;
+    async fn insert_run(
+        &self,
+        tenant: TenantId,
+        run: &Run,
+        batch: &LogBatch,
+        events: &[DomainEvent],
+    ) -> Result<()>;
 
     async fn find_run(
         &self,
@@ -64,11 +84,18 @@ pub trait RunStore: Send + Sync + 'static {
         run: RunId,
         batch: &LogBatch,
         now: DateTime<Utc>,
+        events: &[DomainEvent],
     ) -> Result<()>;
 
     /// Saves a run's status, end time and name if its stored version is still
     /// `expected_version`, bumping it; otherwise `Error::Conflict` on `version`.
-    async fn update_run(&self, tenant: TenantId, run: &Run, expected_version: i64) -> Result<()>;
+    async fn update_run(
+        &self,
+        tenant: TenantId,
+        run: &Run,
+        expected_version: i64,
+        events: &[DomainEvent],
+    ) -> Result<()>;
 }
 
 /// Connection pool figures for `/metrics`.
@@ -89,4 +116,55 @@ pub trait StoreHealth: Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
 
     fn pool_stats(&self) -> PoolStats;
+}
+
+/// The tenant's audit trail: its events, oldest first.
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Up to `page.fetch_limit()` events after `page.after`, in outbox order.
+    async fn list_events(
+        &self,
+        tenant: TenantId,
+        filter: &EventFilter,
+        page: &PageRequest,
+    ) -> Result<Vec<StoredEvent>>;
+}
+
+/// What the relay needs of the outbox. Unlike every other port these reach across tenants:
+/// the relay publishes everyone's events.
+#[async_trait]
+pub trait Outbox: Send + Sync + 'static {
+    /// Claims the pending events of up to `max_aggregates` aggregates for `lease`, whole
+    /// chains in outbox order; an aggregate is claimed by one relay at a time.
+    async fn claim(
+        &self,
+        relay: &str,
+        max_aggregates: u32,
+        lease: Duration,
+    ) -> Result<Vec<StoredEvent>>;
+
+    /// Records that the broker acknowledged these events.
+    async fn mark_published(&self, ids: &[Uuid]) -> Result<()>;
+
+    /// Gives claimed events back after a failed publish, recording the error.
+    async fn release(&self, relay: &str, ids: &[Uuid], error: &str) -> Result<()>;
+
+    async fn backlog(&self) -> Result<Backlog>;
+
+    /// Deletes events published before `before`; returns how many.
+    async fn purge_published(&self, before: DateTime<Utc>) -> Result<u64>;
+}
+
+/// Where published events go (Kafka).
+#[async_trait]
+pub trait EventPublisher: Send + Sync + 'static {
+    /// Makes sure the topics of these aggregate kinds exist.
+    async fn prepare(&self, kinds: &[AggregateKind]) -> Result<(), String>;
+
+    /// Publishes events in order and reports each one's outcome once the broker has
+    /// acknowledged or refused it.
+    async fn publish(&self, events: &[StoredEvent]) -> Vec<Result<(), String>>;
+
+    /// Waits up to `timeout` for messages still in flight.
+    async fn flush(&self, timeout: Duration);
 }

@@ -1,2 +1,4 @@
-//! Background loops. Each takes the shared shutdown signal and is safe to run on several
+//! Background loops. Each takes the shared shutdown token and is safe to run on several
 //! replicas at once.
+
+pub mod outbox_relay;

@@ -6,7 +6,13 @@ use uuid::Uuid;
 use crate::helpers::{expect_problem, expect_status, Backend, TestApp};
 use crate::on_both_stores;
 
-const TENANT_TABLES: &[&str] = &["experiments", "runs", "run_metrics", "run_latest_metrics"];
+const TENANT_TABLES: &[&str] = &[
+    "experiments",
+    "runs",
+    "run_metrics",
+    "run_latest_metrics",
+    "outbox_events",
+];
 
 on_both_stores! {
     async fn another_tenant_can_neither_see_nor_touch_an_experiment(app: TestApp) {

@@ -85,6 +85,7 @@ async fn the_openapi_document_covers_every_route_and_its_errors() {
             "/api/v1/experiments/{experiment_id}/runs/{run_id}/log-batch",
             "post",
         ),
+        ("/api/v1/events", "get"),
         ("/live", "get"),
         ("/ready", "get"),
         ("/metrics", "get"),

@@ -3,6 +3,7 @@ use sqlx::types::Json;
 
 use crate::adapters::postgres::{prepare, rows, PgStore};
 use crate::adapters::sql::{db_error, experiments_page, Dialect};
+use crate::core::events::DomainEvent;
 use crate::core::experiment::{Experiment, ExperimentFilter};
 use crate::core::pagination::PageRequest;
 use crate::core::ports::ExperimentStore;
@@ -10,7 +11,12 @@ use crate::core::{ExperimentId, Result, TenantId};
 
 #[async_trait]
 impl ExperimentStore for PgStore {
-    async fn insert_experiment(&self, tenant: TenantId, experiment: &Experiment) -> Result<()> {
+    async fn insert_experiment(
+        &self,
+        tenant: TenantId,
+        experiment: &Experiment,
+        events: &[DomainEvent],
+    ) -> Result<()> {
         let mut tx = self.begin_for(tenant).await?;
         sqlx::query(
             "INSERT INTO experiments \
@@ -28,7 +34,7 @@ impl ExperimentStore for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        tx.commit().await.map_err(db_error)
+        self.commit_with_events(tx, events).await
     }
 
     async fn find_experiment(

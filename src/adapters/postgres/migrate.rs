@@ -91,6 +91,7 @@ async fn grant_data_privileges(owner: &mut PgConnection, role: &str) -> anyhow::
         format!("GRANT USAGE ON SCHEMA public TO {role}"),
         format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"),
         format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}"),
+        format!("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO {role}"),
         format!("REVOKE INSERT, UPDATE, DELETE ON _sqlx_migrations FROM {role}"),
     ];
     for statement in statements {

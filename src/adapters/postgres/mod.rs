@@ -7,6 +7,7 @@
 
 mod experiments;
 mod migrate;
+mod outbox;
 mod rows;
 mod runs;
 
@@ -20,6 +21,8 @@ use sqlx::query::Query;
 use sqlx::{ConnectOptions, PgPool, Postgres, Transaction};
 
 use crate::adapters::sql::{db_error, Bind, Sql};
+use crate::adapters::OutboxSignal;
+use crate::core::events::DomainEvent;
 use crate::core::ports::{PoolStats, StoreHealth};
 use crate::core::{Result, TenantId};
 use crate::settings::{DatabaseSettings, Secret};
@@ -27,18 +30,23 @@ use crate::settings::{DatabaseSettings, Secret};
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    signal: OutboxSignal,
 }
 
 impl PgStore {
     /// A pool for `url`; connections are opened on first use.
-    pub fn connect_lazy(url: &Secret, settings: &DatabaseSettings) -> anyhow::Result<Self> {
+    pub fn connect_lazy(
+        url: &Secret,
+        settings: &DatabaseSettings,
+        signal: OutboxSignal,
+    ) -> anyhow::Result<Self> {
         let options = connect_options(url)?;
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
             .idle_timeout(Duration::from_secs(300))
             .connect_lazy_with(options);
-        Ok(Self { pool })
+        Ok(Self { pool, signal })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -56,6 +64,20 @@ impl PgStore {
     ) -> Result<Transaction<'static, Postgres>> {
         let begin = format!("BEGIN; SELECT set_config('app.tenant_id', '{tenant}', true)");
         self.pool.begin_with(begin).await.map_err(db_error)
+    }
+
+    /// Appends `events` to the outbox in `tx`, commits, and wakes the relay.
+    pub(crate) async fn commit_with_events(
+        &self,
+        mut tx: Transaction<'static, Postgres>,
+        events: &[DomainEvent],
+    ) -> Result<()> {
+        outbox::append_events(&mut tx, events).await?;
+        tx.commit().await.map_err(db_error)?;
+        if !events.is_empty() {
+            self.signal.notify();
+        }
+        Ok(())
     }
 }
 

@@ -7,6 +7,7 @@ use sqlx::{Postgres, Transaction};
 
 use crate::adapters::postgres::{prepare, rows, PgStore};
 use crate::adapters::sql::{db_error, map_error, runs_page, Dialect, MissingParent, RUN_COLUMNS};
+use crate::core::events::DomainEvent;
 use crate::core::pagination::PageRequest;
 use crate::core::ports::RunStore;
 use crate::core::run::{LogBatch, Metric, Run};
@@ -49,7 +50,13 @@ const WRITE_METRICS: &str = "\
 
 #[async_trait]
 impl RunStore for PgStore {
-    async fn insert_run(&self, tenant: TenantId, run: &Run, batch: &LogBatch) -> Result<()> {
+    async fn insert_run(
+        &self,
+        tenant: TenantId,
+        run: &Run,
+        batch: &LogBatch,
+        events: &[DomainEvent],
+    ) -> Result<()> {
         let all = MetricColumns::of(&batch.metrics);
         let latest = MetricColumns::of(&run.metrics);
         let parent = MissingParent {
@@ -88,7 +95,7 @@ impl RunStore for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(|e| map_error(e, Some(parent)))?;
-        tx.commit().await.map_err(db_error)
+        self.commit_with_events(tx, events).await
     }
 
     async fn find_run(
@@ -142,6 +149,7 @@ impl RunStore for PgStore {
         run: RunId,
         batch: &LogBatch,
         now: DateTime<Utc>,
+        events: &[DomainEvent],
     ) -> Result<()> {
         let mut tx = self.begin_for(tenant).await?;
         // Locking the run serialises batches of the same run, so the param check cannot race
@@ -174,10 +182,16 @@ impl RunStore for PgStore {
             now,
         )
         .await?;
-        tx.commit().await.map_err(db_error)
+        self.commit_with_events(tx, events).await
     }
 
-    async fn update_run(&self, tenant: TenantId, run: &Run, expected_version: i64) -> Result<()> {
+    async fn update_run(
+        &self,
+        tenant: TenantId,
+        run: &Run,
+        expected_version: i64,
+        events: &[DomainEvent],
+    ) -> Result<()> {
         let mut tx = self.begin_for(tenant).await?;
         let updated = sqlx::query(
             "UPDATE runs SET status = $4, end_time = $5, name = $6, updated_at = $7, \
@@ -200,7 +214,7 @@ impl RunStore for PgStore {
                 "the run changed since it was read",
             ));
         }
-        tx.commit().await.map_err(db_error)
+        self.commit_with_events(tx, events).await
     }
 }
 

@@ -1,6 +1,7 @@
 //! Keyset-paginated listing queries for experiments and runs.
 
 use crate::adapters::sql::{Bind, Dialect, Sql};
+use crate::core::events::EventFilter;
 use crate::core::experiment::ExperimentFilter;
 use crate::core::pagination::{PageRequest, SortValue};
 use crate::core::run_query::{RunOrder, RunSortKey};
@@ -11,6 +12,46 @@ pub const EXPERIMENT_COLUMNS: &str = "id, name, description, tags, created_at, u
 pub const RUN_COLUMNS: &str =
     "r.id, r.experiment_id, r.name, r.status, r.start_time, r.end_time, r.params, r.tags, \
      r.created_at, r.updated_at, r.version";
+
+pub const EVENT_COLUMNS: &str = "seq, id, tenant_id, aggregate_type, aggregate_id, event_type, \
+     data, occurred_at, published_at";
+
+/// The tenant's events matching `filter`, in outbox order, one page plus one row.
+pub fn events_page(
+    dialect: Dialect,
+    tenant: TenantId,
+    filter: &EventFilter,
+    page: &PageRequest,
+) -> Sql {
+    let mut sql = Sql::new(dialect);
+    sql.push("SELECT ")
+        .push(EVENT_COLUMNS)
+        .push(" FROM outbox_events WHERE tenant_id = ");
+    sql.bind(Bind::Uuid(*tenant.as_uuid()));
+    if let Some(kind) = filter.aggregate_kind {
+        sql.push(" AND aggregate_type = ")
+            .bind(Bind::Text(kind.as_str().to_owned()));
+    }
+    if let Some(id) = filter.aggregate_id {
+        sql.push(" AND aggregate_id = ").bind(Bind::Uuid(id));
+    }
+    if let Some(event_type) = &filter.event_type {
+        sql.push(" AND event_type = ")
+            .bind(Bind::Text(event_type.clone()));
+    }
+    if let Some(since) = filter.since {
+        sql.push(" AND occurred_at >= ").bind(Bind::Time(since));
+    }
+    if let Some(until) = filter.until {
+        sql.push(" AND occurred_at < ").bind(Bind::Time(until));
+    }
+    if let Some(SortValue::Int(seq)) = page.after.as_ref().and_then(|c| c.key.as_ref()) {
+        sql.push(" AND seq > ").bind(Bind::Int(*seq));
+    }
+    sql.push(" ORDER BY seq LIMIT ")
+        .bind(Bind::Int(page.fetch_limit()));
+    sql
+}
 
 /// Experiments of `tenant` matching `filter`, newest first, one page plus one row.
 pub fn experiments_page(
@@ -135,6 +176,7 @@ fn sort_bind(value: &SortValue) -> Option<Bind> {
     match value {
         SortValue::Null => None,
         SortValue::Float(f) => Some(Bind::Float(*f)),
+        SortValue::Int(i) => Some(Bind::Int(*i)),
         SortValue::Time(t) => Some(Bind::Time(*t)),
         SortValue::Text(s) => Some(Bind::Text(s.clone())),
     }

@@ -6,7 +6,9 @@ mod listing;
 
 pub use errors::{db_error, map_error, MissingParent};
 
-pub use listing::{experiments_page, runs_page, EXPERIMENT_COLUMNS, RUN_COLUMNS};
+pub use listing::{
+    events_page, experiments_page, runs_page, EVENT_COLUMNS, EXPERIMENT_COLUMNS, RUN_COLUMNS,
+};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;

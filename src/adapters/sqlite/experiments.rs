@@ -2,6 +2,7 @@ use async_trait::async_trait;
 
 use crate::adapters::sql::{db_error, experiments_page, to_millis, Dialect, EXPERIMENT_COLUMNS};
 use crate::adapters::sqlite::{prepare, rows, SqliteStore};
+use crate::core::events::DomainEvent;
 use crate::core::experiment::{Experiment, ExperimentFilter};
 use crate::core::pagination::PageRequest;
 use crate::core::ports::ExperimentStore;
@@ -9,9 +10,15 @@ use crate::core::{Error, ExperimentId, Result, TenantId};
 
 #[async_trait]
 impl ExperimentStore for SqliteStore {
-    async fn insert_experiment(&self, tenant: TenantId, experiment: &Experiment) -> Result<()> {
+    async fn insert_experiment(
+        &self,
+        tenant: TenantId,
+        experiment: &Experiment,
+        events: &[DomainEvent],
+    ) -> Result<()> {
         let tags =
             serde_json::to_string(&experiment.tags).map_err(|e| Error::Internal(e.into()))?;
+        let mut tx = self.writer.begin().await.map_err(db_error)?;
         sqlx::query(
             "INSERT INTO experiments \
              (tenant_id, id, name, description, tags, created_at, updated_at, version) \
@@ -25,10 +32,10 @@ impl ExperimentStore for SqliteStore {
         .bind(to_millis(experiment.created_at))
         .bind(to_millis(experiment.updated_at))
         .bind(experiment.version)
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await
         .map_err(db_error)?;
-        Ok(())
+        self.commit_with_events(tx, events).await
     }
 
     async fn find_experiment(

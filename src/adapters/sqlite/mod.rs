@@ -5,6 +5,7 @@
 //! WAL mode, never wait for writes. Isolation rests on every statement filtering by `tenant_id`.
 
 mod experiments;
+mod outbox;
 mod rows;
 mod runs;
 
@@ -17,9 +18,11 @@ use sqlx::query::Query;
 use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{ConnectOptions, Sqlite, SqlitePool};
+use sqlx::{ConnectOptions, Sqlite, SqlitePool, Transaction};
 
 use crate::adapters::sql::{db_error, to_millis, Bind, Sql};
+use crate::adapters::OutboxSignal;
+use crate::core::events::DomainEvent;
 use crate::core::ports::{PoolStats, StoreHealth};
 use crate::core::Result;
 use crate::settings::DatabaseSettings;
@@ -30,11 +33,16 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    signal: OutboxSignal,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and its directory.
-    pub async fn open(path: &Path, settings: &DatabaseSettings) -> anyhow::Result<Self> {
+    pub async fn open(
+        path: &Path,
+        settings: &DatabaseSettings,
+        signal: OutboxSignal,
+    ) -> anyhow::Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
                 anyhow::anyhow!(
@@ -62,11 +70,29 @@ impl SqliteStore {
             .acquire_timeout(settings.acquire_timeout)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self { writer, reader })
+        Ok(Self {
+            writer,
+            reader,
+            signal,
+        })
     }
 
     pub async fn migrate(&self) -> anyhow::Result<()> {
         MIGRATOR.run(&self.writer).await?;
+        Ok(())
+    }
+
+    /// Appends `events` to the outbox in `tx`, commits, and wakes the relay.
+    pub(crate) async fn commit_with_events(
+        &self,
+        mut tx: Transaction<'static, Sqlite>,
+        events: &[DomainEvent],
+    ) -> Result<()> {
+        outbox::append_events(&mut tx, events).await?;
+        tx.commit().await.map_err(db_error)?;
+        if !events.is_empty() {
+            self.signal.notify();
+        }
         Ok(())
     }
 

@@ -8,6 +8,7 @@ use crate::adapters::sql::{
     db_error, map_error, runs_page, to_millis, Dialect, MissingParent, RUN_COLUMNS,
 };
 use crate::adapters::sqlite::{prepare, rows, SqliteStore};
+use crate::core::events::DomainEvent;
 use crate::core::pagination::PageRequest;
 use crate::core::ports::RunStore;
 use crate::core::run::{LogBatch, Metric, Run};
@@ -20,7 +21,13 @@ fn to_json(map: &BTreeMap<String, String>) -> Result<String> {
 
 #[async_trait]
 impl RunStore for SqliteStore {
-    async fn insert_run(&self, tenant: TenantId, run: &Run, batch: &LogBatch) -> Result<()> {
+    async fn insert_run(
+        &self,
+        tenant: TenantId,
+        run: &Run,
+        batch: &LogBatch,
+        events: &[DomainEvent],
+    ) -> Result<()> {
         let parent = MissingParent {
             resource: "experiment",
             id: *run.experiment_id.as_uuid(),
@@ -47,7 +54,7 @@ impl RunStore for SqliteStore {
         .await
         .map_err(|e| map_error(e, Some(parent)))?;
         write_metrics(&mut tx, tenant, run.experiment_id, run.id, batch).await?;
-        tx.commit().await.map_err(db_error)
+        self.commit_with_events(tx, events).await
     }
 
     async fn find_run(
@@ -101,6 +108,7 @@ impl RunStore for SqliteStore {
         run: RunId,
         batch: &LogBatch,
         now: DateTime<Utc>,
+        events: &[DomainEvent],
     ) -> Result<()> {
         // The single writer connection serialises this with every other write, so the params
         // read here cannot change before the update below.
@@ -135,10 +143,17 @@ impl RunStore for SqliteStore {
         .await
         .map_err(db_error)?;
         write_metrics(&mut tx, tenant, experiment, run, batch).await?;
-        tx.commit().await.map_err(db_error)
+        self.commit_with_events(tx, events).await
     }
 
-    async fn update_run(&self, tenant: TenantId, run: &Run, expected_version: i64) -> Result<()> {
+    async fn update_run(
+        &self,
+        tenant: TenantId,
+        run: &Run,
+        expected_version: i64,
+        events: &[DomainEvent],
+    ) -> Result<()> {
+        let mut tx = self.writer.begin().await.map_err(db_error)?;
         let updated = sqlx::query(
             "UPDATE runs SET status = ?, end_time = ?, name = ?, updated_at = ?, \
              version = version + 1 WHERE tenant_id = ? AND id = ? AND version = ?",
@@ -150,7 +165,7 @@ impl RunStore for SqliteStore {
         .bind(tenant.as_uuid())
         .bind(run.id.as_uuid())
         .bind(expected_version)
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await
         .map_err(db_error)?;
         if updated.rows_affected() == 0 {
@@ -159,7 +174,7 @@ impl RunStore for SqliteStore {
                 "the run changed since it was read",
             ));
         }
-        Ok(())
+        self.commit_with_events(tx, events).await
     }
 }
 

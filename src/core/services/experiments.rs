@@ -2,6 +2,7 @@ use std::sync::Arc;
 
 use tracing::info;
 
+use crate::core::events::DomainEvent;
 use crate::core::experiment::{Experiment, ExperimentFilter, NewExperiment};
 use crate::core::pagination::{Page, PageRequest, SortValue};
 use crate::core::ports::ExperimentStore;
@@ -23,8 +24,11 @@ impl ExperimentService {
     #[tracing::instrument(skip_all, fields(tenant.id = %tenant, experiment.name = new.name()))]
     pub async fn create(&self, tenant: TenantId, new: NewExperiment) -> Result<Experiment> {
         let experiment = Experiment::create(tenant, new, run::now());
+        let events = [DomainEvent::experiment_created(&experiment)];
 
-        self.store.insert_experiment(tenant, &experiment).await?;
+        self.store
+            .insert_experiment(tenant, &experiment, &events)
+            .await?;
 
         info!(experiment.id = %experiment.id, "experiment created");
         Ok(experiment)

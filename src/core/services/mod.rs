@@ -1,8 +1,10 @@
 //! Application services: one per aggregate, each applying the domain rules between the API and
 //! the ports.
 
+mod events;
 mod experiments;
 mod runs;
 
+pub use events::{EventService, EVENT_ORDERING};
 pub use experiments::{ExperimentService, EXPERIMENT_ORDERING};
 pub use runs::RunService;

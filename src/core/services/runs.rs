@@ -2,6 +2,7 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
+use crate::core::events::DomainEvent;
 use crate::core::pagination::{Page, PageRequest};
 use crate::core::ports::{ExperimentStore, RunStore};
 use crate::core::run::{self, LogBatch, NewRun, Run, RunUpdate};
@@ -36,8 +37,9 @@ impl RunService {
     ) -> Result<Run> {
         let batch = new.batch.clone();
         let run = Run::create(tenant, experiment, new, run::now());
+        let events = [DomainEvent::run_created(&run)];
 
-        self.runs.insert_run(tenant, &run, &batch).await?;
+        self.runs.insert_run(tenant, &run, &batch, &events).await?;
 
         info!(run.id = %run.id, run.status = %run.status, "run created");
         Ok(run)
@@ -83,8 +85,12 @@ impl RunService {
         batch: LogBatch,
     ) -> Result<Run> {
         if !batch.is_empty() {
+            let now = run::now();
+            let events = [DomainEvent::run_batch_logged(
+                tenant, experiment, id, &batch, now,
+            )];
             self.runs
-                .log_batch(tenant, experiment, id, &batch, run::now())
+                .log_batch(tenant, experiment, id, &batch, now, &events)
                 .await?;
         }
 
@@ -101,11 +107,12 @@ impl RunService {
     ) -> Result<Run> {
         for attempt in 1..=UPDATE_ATTEMPTS {
             let mut run = self.get(tenant, experiment, id).await?;
-            let version = run.version;
+            let (version, previous_status) = (run.version, run.status);
             if !run.apply(&update, run::now())? {
                 return Ok(run);
             }
-            match self.runs.update_run(tenant, &run, version).await {
+            let events = [DomainEvent::run_updated(&run, previous_status)];
+            match self.runs.update_run(tenant, &run, version, &events).await {
                 Ok(()) => {
                     run.version = version + 1;
                     info!(run.status = %run.status, "run updated");

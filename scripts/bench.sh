@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Run-logging benchmark over HTTP: a release build of the service on SQLite and on PostgreSQL
 # (connected as a role bound by row-level security), driven by bench/loadgen.rs at concurrency
-# 1 and 32. Each run carries 10 metrics, 5 params and 3 tags. Writes bench-results/summary.md.
+# 1 and 32. Each run carries 10 metrics, 5 params and 3 tags. Each store is measured twice:
+# with publishing off (events stay in the outbox) and with the relay publishing to the tansu
+# broker that scripts/services.sh starts, where the outbox figures (events/s from commit to
+# broker acknowledgement, lag p50/p99) are read from the outbox afterwards.
+# Writes bench-results/summary.md.
 #
 #   BENCH_SECONDS=20 scripts/bench.sh
 set -euo pipefail
@@ -30,17 +34,22 @@ bench_database() {
 }
 
 run_backend() {
-    local backend=$1
-    local data
+    local backend=$1 kafka=$2
+    local label="$backend, Kafka $kafka"
+    local data brokers=
     data=$(mktemp -d)
+    [ "$kafka" = on ] && brokers=127.0.0.1:9092
     local -a env=(
         AUMOS_DATA_DIR="$data" AUMOS_HTTP__HOST=127.0.0.1 AUMOS_HTTP__PORT="$PORT"
-        AUMOS_LOG_LEVEL=warn AUMOS_KAFKA__BROKERS= AUMOS_MLOPS_MLFLOW_TRACKING_URI=
+        AUMOS_LOG_LEVEL=warn AUMOS_KAFKA__BROKERS="$brokers" AUMOS_MLOPS_MLFLOW_TRACKING_URI=
+        AUMOS_KAFKA__TOPIC_PREFIX="bench.$(date +%s)."
     )
+    local location="$data/mlops.db"
     if [ "$backend" = postgres ]; then
         bench_database
         env+=(AUMOS_DATABASE__URL=postgres://aumos_bench_app@127.0.0.1:5432/aumos_bench
               AUMOS_DATABASE__MIGRATION_URL=postgres://aumos_bench_owner@127.0.0.1:5432/aumos_bench)
+        location=postgres://postgres@127.0.0.1:5432/aumos_bench
     fi
     env "${env[@]}" "$BIN" serve &
     SERVER=$!
@@ -52,13 +61,20 @@ run_backend() {
     tenant=$(cat /proc/sys/kernel/random/uuid)
     token=$(env "${env[@]}" "$BIN" token --tenant "$tenant")
     for concurrency in 1 32; do
+        local started ended
+        started=$(date +%s.%N)
         "$LOADGEN" --url "http://127.0.0.1:$PORT" --token "$token" --tenant "$tenant" \
-            --concurrency "$concurrency" --seconds "$MEASURE_SECONDS" --label "$backend" \
-            | tee -a "$OUT/runs.jsonl"
+            --concurrency "$concurrency" --seconds "$MEASURE_SECONDS" \
+            --label "$label" | tee -a "$OUT/runs.jsonl"
+        ended=$(date +%s.%N)
+        if [ "$kafka" = on ]; then
+            python3 scripts/bench_events.py "$backend" "$location" "$started" "$ended" \
+                "$label" "$concurrency" | tee -a "$OUT/events.jsonl"
+        fi
     done
     local rss_kb
     rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$SERVER/status")
-    echo "{\"label\":\"$backend\",\"peak_rss_mib\":$((rss_kb / 1024))}" | tee -a "$OUT/rss.jsonl"
+    echo "{\"label\":\"$label\",\"peak_rss_mib\":$((rss_kb / 1024))}" | tee -a "$OUT/rss.jsonl"
     kill "$SERVER"
     wait "$SERVER" || true
     SERVER=
@@ -67,8 +83,11 @@ run_backend() {
 
 : >"$OUT/runs.jsonl"
 : >"$OUT/rss.jsonl"
-run_backend sqlite
-run_backend postgres
+: >"$OUT/events.jsonl"
+for backend in sqlite postgres; do
+    run_backend "$backend" off
+    run_backend "$backend" on
+done
 
 python3 - "$OUT" <<'PY'
 import json, platform, subprocess, sys
@@ -83,6 +102,13 @@ lines = [f"Machine: {cpu}, {subprocess.getoutput('nproc')} cores, {platform.syst
 for r in runs:
     lines.append(f"| {r['label']} | {r['concurrency']} | {r['runs_per_second']:.0f} | "
                  f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | {rss[r['label']]} MiB |")
+events = [json.loads(l) for l in open(f"{out}/events.jsonl")]
+lines += ["", "| store | concurrency | events | events/s published | lag p50 ms | lag p99 ms "
+          "| drained after load (s) |", "|---|---|---|---|---|---|---|"]
+for e in events:
+    lines.append(f"| {e['label']} | {e['concurrency']} | {e['events']} | "
+                 f"{e['events_per_second']:.0f} | {e['lag_p50_ms']} | {e['lag_p99_ms']} | "
+                 f"{e['drain_seconds_after_load']} |")
 text = "\n".join(lines) + "\n"
 open(f"{out}/summary.md", "w").write(text)
 print(text)

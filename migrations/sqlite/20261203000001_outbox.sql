@@ -3,7 +3,7 @@
 
 CREATE TABLE outbox_events (
     seq            INTEGER PRIMARY KEY AUTOINCREMENT,
-    id             BLOB    NOT NULL UNIQUE,
+    id             BLOB    NOT NULL,
     tenant_id      BLOB    NOT NULL,
     aggregate_type TEXT    NOT NULL,
     aggregate_id   BLOB    NOT NULL,

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
 use crate::core::events::{AggregateKind, Backlog, DomainEvent, EventFilter, StoredEvent};
 use crate::core::experiment::{Experiment, ExperimentFilter};
@@ -143,11 +142,11 @@ pub trait Outbox: Send + Sync + 'static {
         lease: Duration,
     ) -> Result<Vec<StoredEvent>>;
 
-    /// Records that the broker acknowledged these events.
-    async fn mark_published(&self, ids: &[Uuid]) -> Result<()>;
+    /// Records that the broker acknowledged the events at these outbox positions.
+    async fn mark_published(&self, sequences: &[i64]) -> Result<()>;
 
     /// Gives claimed events back after a failed publish, recording the error.
-    async fn release(&self, relay: &str, ids: &[Uuid], error: &str) -> Result<()>;
+    async fn release(&self, relay: &str, sequences: &[i64], error: &str) -> Result<()>;
 
     async fn backlog(&self) -> Result<Backlog>;
 

@@ -171,18 +171,18 @@ impl OutboxRelay {
     /// order holds.
     async fn publish(&self, batch: &[StoredEvent]) -> Result<usize, String> {
         let outcomes = self.publisher.publish(batch).await;
-        let mut published: Vec<Uuid> = Vec::new();
-        let mut failed: Vec<Uuid> = Vec::new();
+        let mut published: Vec<i64> = Vec::new();
+        let mut failed: Vec<i64> = Vec::new();
         let mut blocked: HashSet<Uuid> = HashSet::new();
         let mut first_error: Option<String> = None;
         for (stored, outcome) in batch.iter().zip(outcomes) {
             let aggregate = stored.event.aggregate_id;
             match outcome {
-                Ok(()) if !blocked.contains(&aggregate) => published.push(stored.event.id),
-                Ok(()) => failed.push(stored.event.id),
+                Ok(()) if !blocked.contains(&aggregate) => published.push(stored.sequence),
+                Ok(()) => failed.push(stored.sequence),
                 Err(error) => {
                     blocked.insert(aggregate);
-                    failed.push(stored.event.id);
+                    failed.push(stored.sequence);
                     first_error.get_or_insert(error);
                 }
             }

@@ -73,8 +73,17 @@ impl PgStore {
         events: &[DomainEvent],
     ) -> Result<()> {
         outbox::append_events(&mut tx, events).await?;
+        self.commit_signalling(tx, !events.is_empty()).await
+    }
+
+    /// Commits, then wakes the relay if the transaction wrote events.
+    pub(crate) async fn commit_signalling(
+        &self,
+        tx: Transaction<'static, Postgres>,
+        wrote_events: bool,
+    ) -> Result<()> {
         tx.commit().await.map_err(db_error)?;
-        if !events.is_empty() {
+        if wrote_events {
             self.signal.notify();
         }
         Ok(())

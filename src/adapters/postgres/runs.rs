@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::{Postgres, Transaction};
 
+use crate::adapters::postgres::outbox::EventColumns;
 use crate::adapters::postgres::{prepare, rows, PgStore};
 use crate::adapters::sql::{db_error, map_error, runs_page, Dialect, MissingParent, RUN_COLUMNS};
 use crate::core::events::DomainEvent;
@@ -66,36 +67,40 @@ impl RunStore for PgStore {
 
         // One statement writes the run and its metrics: a single round trip.
         let mut tx = self.begin_for(tenant).await?;
-        sqlx::query(&format!(
+        let sql = format!(
             "WITH run AS ( \
                INSERT INTO runs (tenant_id, id, experiment_id, name, status, start_time, \
                                  end_time, params, tags, created_at, updated_at, version) \
                VALUES ($1, $2, $3, $12, $13, $14, $15, $16, $17, $18, $18, $19) RETURNING id), \
-             {WRITE_METRICS}"
-        ))
-        .bind(tenant.as_uuid())
-        .bind(run.id.as_uuid())
-        .bind(run.experiment_id.as_uuid())
-        .bind(all.keys)
-        .bind(all.values)
-        .bind(all.steps)
-        .bind(all.timestamps)
-        .bind(latest.keys)
-        .bind(latest.values)
-        .bind(latest.steps)
-        .bind(latest.timestamps)
-        .bind(&run.name)
-        .bind(run.status.as_str())
-        .bind(run.start_time)
-        .bind(run.end_time)
-        .bind(Json(&run.params))
-        .bind(Json(&run.tags))
-        .bind(run.created_at)
-        .bind(run.version)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| map_error(e, Some(parent)))?;
-        self.commit_with_events(tx, events).await
+             {}, {WRITE_METRICS}",
+            EventColumns::cte(20)
+        );
+        let statement = sqlx::query(&sql)
+            .bind(tenant.as_uuid())
+            .bind(run.id.as_uuid())
+            .bind(run.experiment_id.as_uuid())
+            .bind(all.keys)
+            .bind(all.values)
+            .bind(all.steps)
+            .bind(all.timestamps)
+            .bind(latest.keys)
+            .bind(latest.values)
+            .bind(latest.steps)
+            .bind(latest.timestamps)
+            .bind(&run.name)
+            .bind(run.status.as_str())
+            .bind(run.start_time)
+            .bind(run.end_time)
+            .bind(Json(&run.params))
+            .bind(Json(&run.tags))
+            .bind(run.created_at)
+            .bind(run.version);
+        let statement = EventColumns::of(events).bind(statement);
+        statement
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| map_error(e, Some(parent)))?;
+        self.commit_signalling(tx, !events.is_empty()).await
     }
 
     async fn find_run(
@@ -172,17 +177,9 @@ impl RunStore for PgStore {
             return Err(Error::not_found("run", run));
         };
         batch.merge_into(&mut params, &mut tags)?;
-        write_batch(
-            &mut tx,
-            tenant,
-            experiment,
-            run,
-            batch,
-            (&params, &tags),
-            now,
-        )
-        .await?;
-        self.commit_with_events(tx, events).await
+        let ids = (tenant, experiment, run);
+        write_batch(&mut tx, ids, batch, (&params, &tags), now, events).await?;
+        self.commit_signalling(tx, !events.is_empty()).await
     }
 
     async fn update_run(
@@ -221,37 +218,37 @@ impl RunStore for PgStore {
 /// Saves the merged params and tags, bumps the run's version and writes the batch's metrics.
 async fn write_batch(
     tx: &mut Transaction<'static, Postgres>,
-    tenant: TenantId,
-    experiment: ExperimentId,
-    run: RunId,
+    (tenant, experiment, run): (TenantId, ExperimentId, RunId),
     batch: &LogBatch,
     (params, tags): (&BTreeMap<String, String>, &BTreeMap<String, String>),
     now: DateTime<Utc>,
+    events: &[DomainEvent],
 ) -> Result<()> {
     let all = MetricColumns::of(&batch.metrics);
     let latest = MetricColumns::of(&batch.latest_metrics());
-    sqlx::query(&format!(
+    let sql = format!(
         "WITH run AS ( \
            UPDATE runs SET params = $12, tags = $13, updated_at = $14, version = version + 1 \
            WHERE tenant_id = $1 AND id = $2 RETURNING id), \
-         {WRITE_METRICS}"
-    ))
-    .bind(tenant.as_uuid())
-    .bind(run.as_uuid())
-    .bind(experiment.as_uuid())
-    .bind(all.keys)
-    .bind(all.values)
-    .bind(all.steps)
-    .bind(all.timestamps)
-    .bind(latest.keys)
-    .bind(latest.values)
-    .bind(latest.steps)
-    .bind(latest.timestamps)
-    .bind(Json(params))
-    .bind(Json(tags))
-    .bind(now)
-    .execute(&mut **tx)
-    .await
-    .map_err(db_error)?;
+         {}, {WRITE_METRICS}",
+        EventColumns::cte(15)
+    );
+    let statement = sqlx::query(&sql)
+        .bind(tenant.as_uuid())
+        .bind(run.as_uuid())
+        .bind(experiment.as_uuid())
+        .bind(all.keys)
+        .bind(all.values)
+        .bind(all.steps)
+        .bind(all.timestamps)
+        .bind(latest.keys)
+        .bind(latest.values)
+        .bind(latest.steps)
+        .bind(latest.timestamps)
+        .bind(Json(params))
+        .bind(Json(tags))
+        .bind(now);
+    let statement = EventColumns::of(events).bind(statement);
+    statement.execute(&mut **tx).await.map_err(db_error)?;
     Ok(())
 }

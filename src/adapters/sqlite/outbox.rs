@@ -7,7 +7,6 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
-use uuid::Uuid;
 
 use crate::adapters::sql::{db_error, events_page, from_millis, to_millis, Dialect, EVENT_COLUMNS};
 use crate::adapters::sqlite::{prepare, SqliteStore};
@@ -63,11 +62,11 @@ fn stored_event(row: &SqliteRow) -> Result<StoredEvent> {
     })
 }
 
-fn push_ids(query: &mut QueryBuilder<'_, Sqlite>, ids: &[Uuid]) {
-    query.push(" AND id IN (");
+fn push_sequences(query: &mut QueryBuilder<'_, Sqlite>, sequences: &[i64]) {
+    query.push(" AND seq IN (");
     let mut list = query.separated(", ");
-    for id in ids {
-        list.push_bind(*id);
+    for seq in sequences {
+        list.push_bind(*seq);
     }
     query.push(")");
 }
@@ -122,14 +121,14 @@ impl Outbox for SqliteStore {
         Ok(events)
     }
 
-    async fn mark_published(&self, ids: &[Uuid]) -> Result<()> {
-        if ids.is_empty() {
+    async fn mark_published(&self, sequences: &[i64]) -> Result<()> {
+        if sequences.is_empty() {
             return Ok(());
         }
         let mut update = QueryBuilder::<Sqlite>::new("UPDATE outbox_events SET published_at = ");
         update.push_bind(to_millis(run::now()));
         update.push(", claimed_by = NULL, claimed_until = NULL WHERE published_at IS NULL");
-        push_ids(&mut update, ids);
+        push_sequences(&mut update, sequences);
         update
             .build()
             .execute(&self.writer)
@@ -138,8 +137,8 @@ impl Outbox for SqliteStore {
         Ok(())
     }
 
-    async fn release(&self, relay: &str, ids: &[Uuid], error: &str) -> Result<()> {
-        if ids.is_empty() {
+    async fn release(&self, relay: &str, sequences: &[i64], error: &str) -> Result<()> {
+        if sequences.is_empty() {
             return Ok(());
         }
         let mut update = QueryBuilder::<Sqlite>::new(
@@ -150,7 +149,7 @@ impl Outbox for SqliteStore {
             .push_bind(error)
             .push(" WHERE published_at IS NULL AND claimed_by = ");
         update.push_bind(relay);
-        push_ids(&mut update, ids);
+        push_sequences(&mut update, sequences);
         update
             .build()
             .execute(&self.writer)

@@ -11,6 +11,10 @@
 # reused while its version matches. Tests start their own broker processes from it (each test
 # needs its own, some stop and restart theirs); `start` also runs one on 127.0.0.1:9092 for
 # manual use and the benchmark.
+# MLflow: mlflow from PyPI, installed once with uv into its own virtual environment under
+# ~/.cache/aumos (reused while its version matches), served on 127.0.0.1:5000 with a fresh
+# SQLite backend store. Tests that stop and restart MLflow start their own servers from the
+# same installation (AUMOS_TEST_MLFLOW_BIN).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -95,6 +99,49 @@ start_kafka() {
     exit 1
 }
 
+MLFLOW_VERSION=3.17.2
+TOOLS_DIR="${AUMOS_TOOLS_DIR:-$HOME/.cache/aumos}"
+MLFLOW_VENV="$TOOLS_DIR/mlflow-$MLFLOW_VERSION"
+MLFLOW_PORT=5000
+
+ensure_mlflow() {
+    # The stamp is written last, so an interrupted install is redone from scratch.
+    if [ -e "$MLFLOW_VENV/.installed" ]; then
+        return
+    fi
+    log "installing mlflow $MLFLOW_VERSION into $MLFLOW_VENV (once; about a minute)"
+    rm -rf "$MLFLOW_VENV"
+    mkdir -p "$TOOLS_DIR"
+    python3 -m venv "$MLFLOW_VENV"
+    "$MLFLOW_VENV/bin/pip" install -q --disable-pip-version-check uv
+    "$MLFLOW_VENV/bin/uv" pip install -q --python "$MLFLOW_VENV/bin/python" \
+        "mlflow==$MLFLOW_VERSION"
+    touch "$MLFLOW_VENV/.installed"
+}
+
+start_mlflow() {
+    ensure_mlflow
+    if port_open "$MLFLOW_PORT"; then
+        log "something already answers on 127.0.0.1:$MLFLOW_PORT; using it as MLflow"
+        return
+    fi
+    local dir="$STATE_DIR/mlflow"
+    rm -rf "$dir" && mkdir -p "$dir"
+    log "starting MLflow $MLFLOW_VERSION on 127.0.0.1:$MLFLOW_PORT"
+    (cd "$dir" && MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false exec setsid \
+        "$MLFLOW_VENV/bin/mlflow" server \
+        --backend-store-uri "sqlite:///$dir/mlflow.db" \
+        --default-artifact-root "$dir/artifacts" \
+        --host 127.0.0.1 --port "$MLFLOW_PORT" --workers 1 >"$STATE_DIR/mlflow.log" 2>&1) &
+    echo $! >"$STATE_DIR/mlflow.pid"
+    for _ in $(seq 1 120); do
+        curl -sf "http://127.0.0.1:$MLFLOW_PORT/health" >/dev/null 2>&1 && return
+        sleep 0.5
+    done
+    log "MLflow did not start; see $STATE_DIR/mlflow.log"
+    exit 1
+}
+
 drop_old_test_databases() {
     local admin="postgres://postgres@$PG_HOST:$PG_PORT/postgres"
     local names
@@ -124,9 +171,12 @@ case "${1:-start}" in
         start_postgres
         drop_old_test_databases
         start_kafka
+        start_mlflow
         echo "AUMOS_TEST_POSTGRES_ADMIN_URL=postgres://postgres@$PG_HOST:$PG_PORT/postgres"
         echo "AUMOS_TEST_TANSU_BIN=$TANSU_BIN"
         echo "AUMOS_KAFKA__BROKERS=127.0.0.1:$KAFKA_PORT"
+        echo "AUMOS_TEST_MLFLOW_BIN=$MLFLOW_VENV/bin/mlflow"
+        echo "AUMOS_MLOPS_MLFLOW_TRACKING_URI=http://127.0.0.1:$MLFLOW_PORT"
         ;;
     stop)
         stop_started

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use uuid::Uuid;
 
-use aumos_mlops_lifecycle::adapters::OutboxSignal;
+use aumos_mlops_lifecycle::adapters::ChangeSignal;
 use aumos_mlops_lifecycle::api::auth::{self, Claims, SCOPE_READ, SCOPE_WRITE};
 use aumos_mlops_lifecycle::settings::{KeySource, Settings};
 use aumos_mlops_lifecycle::startup::{self, Application, Store};
@@ -88,7 +88,7 @@ fn main() -> ExitCode {
         }
         match command {
             Command::Migrate => {
-                let store = Store::open(&settings.database, OutboxSignal::default()).await?;
+                let store = Store::open(&settings.database, ChangeSignal::default()).await?;
                 store.migrate(&settings.database).await
             }
             _ => {

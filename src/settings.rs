@@ -157,6 +157,46 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
         "MLflow server; empty: off",
     ),
     (
+        "AUMOS_MLFLOW__WORKSPACES",
+        "false",
+        "true: each tenant gets its own MLflow workspace (server run with --enable-workspaces)",
+    ),
+    (
+        "AUMOS_MLFLOW__REQUEST_TIMEOUT_SECONDS",
+        "10",
+        "How long one call to MLflow may take",
+    ),
+    (
+        "AUMOS_MLFLOW__SYNC_BATCH",
+        "50",
+        "Experiments and runs a sync worker claims per pass",
+    ),
+    (
+        "AUMOS_MLFLOW__SYNC_CONCURRENCY",
+        "4",
+        "Runs a sync worker copies at once",
+    ),
+    (
+        "AUMOS_MLFLOW__POLL_INTERVAL_MS",
+        "500",
+        "Sync poll interval when nothing is waiting",
+    ),
+    (
+        "AUMOS_MLFLOW__LEASE_SECONDS",
+        "60",
+        "How long a sync claim keeps other replicas off",
+    ),
+    (
+        "AUMOS_MLFLOW__MAX_BACKOFF_SECONDS",
+        "30",
+        "Cap of the retry backoff while MLflow is down",
+    ),
+    (
+        "AUMOS_MLFLOW__PROMOTION_WAIT_SECONDS",
+        "10",
+        "How long a promotion waits for its run to reach MLflow",
+    ),
+    (
         "AUMOS_MLOPS_FEAST_REGISTRY_PATH",
         "data/registry.db",
         "Feast registry location",
@@ -252,6 +292,7 @@ pub struct Settings {
     pub http: HttpSettings,
     pub auth: AuthSettings,
     pub mlops: MlopsSettings,
+    pub mlflow: MlflowSettings,
     /// `AUMOS_*` variables that were set but mean nothing to this service (likely typos).
     pub unknown_variables: Vec<String>,
 }
@@ -329,6 +370,20 @@ pub struct MlopsSettings {
     pub max_concurrent_retraining_jobs: u32,
 }
 
+/// How the service talks to MLflow (the server itself is `MlopsSettings::mlflow_tracking_uri`).
+#[derive(Debug, Clone)]
+pub struct MlflowSettings {
+    /// Each tenant in its own MLflow workspace instead of tenant-prefixed names.
+    pub workspaces: bool,
+    pub request_timeout: Duration,
+    pub sync_batch: u32,
+    pub sync_concurrency: usize,
+    pub poll_interval: Duration,
+    pub lease: Duration,
+    pub max_backoff: Duration,
+    pub promotion_wait: Duration,
+}
+
 /// The variables as the `config` crate collects them: every value a string, parsed later.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -341,6 +396,7 @@ struct Raw {
     database: RawSection,
     kafka: RawSection,
     outbox: RawSection,
+    mlflow: RawSection,
     http: RawSection,
     auth: RawSection,
     mlops_mlflow_tracking_uri: Option<String>,
@@ -366,6 +422,7 @@ impl Lookup<'_> {
                     "database" => &self.raw.database,
                     "kafka" => &self.raw.kafka,
                     "outbox" => &self.raw.outbox,
+                    "mlflow" => &self.raw.mlflow,
                     "http" => &self.raw.http,
                     "auth" => &self.raw.auth,
                     _ => return default_of(variable),
@@ -533,6 +590,7 @@ impl Settings {
             },
             auth: auth_settings(env, environment, &data_dir)?,
             mlops: mlops_settings(env)?,
+            mlflow: mlflow_settings(env)?,
             data_dir,
             unknown_variables: Vec::new(),
         })
@@ -647,6 +705,24 @@ fn outbox_settings(env: &Lookup<'_>) -> Result<OutboxSettings, SettingsError> {
         lease: env.seconds("AUMOS_OUTBOX__LEASE_SECONDS", 5, 3600)?,
         max_backoff: env.seconds("AUMOS_OUTBOX__MAX_BACKOFF_SECONDS", 1, 3600)?,
         retention: (days > 0).then(|| Duration::from_secs(days * 86_400)),
+    })
+}
+
+fn mlflow_settings(env: &Lookup<'_>) -> Result<MlflowSettings, SettingsError> {
+    Ok(MlflowSettings {
+        workspaces: env.bool("AUMOS_MLFLOW__WORKSPACES")?,
+        request_timeout: env.seconds("AUMOS_MLFLOW__REQUEST_TIMEOUT_SECONDS", 1, 600)?,
+        sync_batch: env.ranged("AUMOS_MLFLOW__SYNC_BATCH", 1, 10_000, "a count")?,
+        sync_concurrency: env.ranged("AUMOS_MLFLOW__SYNC_CONCURRENCY", 1, 64, "a count")?,
+        poll_interval: Duration::from_millis(env.ranged(
+            "AUMOS_MLFLOW__POLL_INTERVAL_MS",
+            10,
+            60_000,
+            "milliseconds",
+        )?),
+        lease: env.seconds("AUMOS_MLFLOW__LEASE_SECONDS", 5, 3600)?,
+        max_backoff: env.seconds("AUMOS_MLFLOW__MAX_BACKOFF_SECONDS", 1, 3600)?,
+        promotion_wait: env.seconds("AUMOS_MLFLOW__PROMOTION_WAIT_SECONDS", 0, 300)?,
     })
 }
 

@@ -12,16 +12,23 @@ use tracing::{info, warn};
 use tokio_util::sync::CancellationToken;
 
 use crate::adapters::kafka::{EventNaming, KafkaPublisher};
+use crate::adapters::mlflow::MlflowClient;
 use crate::adapters::postgres::{self, PgStore, RoleCheck};
 use crate::adapters::sqlite::SqliteStore;
-use crate::adapters::OutboxSignal;
+use crate::adapters::ChangeSignal;
 use crate::api::auth::Authenticator;
 use crate::api::observability::Metrics;
+use crate::api::MlflowAccess;
 use crate::api::{self, AppState};
-use crate::core::ports::{EventLog, ExperimentStore, Outbox, RunStore, StoreHealth};
-use crate::core::services::{EventService, ExperimentService, RunService};
+use crate::core::ports::{
+    EventLog, ExperimentStore, MlflowSyncStore, ModelStore, Outbox, RunStore, StoreHealth,
+    TrackingServer,
+};
+use crate::core::services::{EventService, ExperimentService, ModelService, RunService};
 use crate::settings::{DatabaseBackend, DatabaseSettings, Settings};
-use crate::workers::outbox_relay::{OutboxRelay, RelayStatus};
+use crate::workers::mlflow_sync::MlflowSync;
+use crate::workers::outbox_relay::OutboxRelay;
+use crate::workers::DependencyWatch;
 
 /// The storage adapter chosen by `AUMOS_DATABASE__URL`.
 #[derive(Clone)]
@@ -32,7 +39,7 @@ pub enum Store {
 
 impl Store {
     /// Opens the configured store; `signal` is raised after every commit that wrote events.
-    pub async fn open(settings: &DatabaseSettings, signal: OutboxSignal) -> anyhow::Result<Self> {
+    pub async fn open(settings: &DatabaseSettings, signal: ChangeSignal) -> anyhow::Result<Self> {
         match &settings.backend {
             DatabaseBackend::Postgres { url } => Ok(Self::Postgres(PgStore::connect_lazy(
                 url, settings, signal,
@@ -56,7 +63,14 @@ impl Store {
     fn ports(&self) -> Ports {
         fn of<S>(store: &S) -> Ports
         where
-            S: ExperimentStore + RunStore + StoreHealth + EventLog + Outbox + Clone,
+            S: ExperimentStore
+                + RunStore
+                + StoreHealth
+                + EventLog
+                + Outbox
+                + MlflowSyncStore
+                + ModelStore
+                + Clone,
         {
             Ports {
                 experiments: Arc::new(store.clone()),
@@ -64,6 +78,8 @@ impl Store {
                 health: Arc::new(store.clone()),
                 events: Arc::new(store.clone()),
                 outbox: Arc::new(store.clone()),
+                mlflow_sync: Arc::new(store.clone()),
+                models: Arc::new(store.clone()),
             }
         }
         match self {
@@ -87,6 +103,8 @@ struct Ports {
     health: Arc<dyn StoreHealth>,
     events: Arc<dyn EventLog>,
     outbox: Arc<dyn Outbox>,
+    mlflow_sync: Arc<dyn MlflowSyncStore>,
+    models: Arc<dyn ModelStore>,
 }
 
 /// A built application: bound to its port, ready to serve.
@@ -95,11 +113,12 @@ pub struct Application {
     router: axum::Router,
     store: Store,
     relay: Option<OutboxRelay>,
+    mlflow_sync: Option<MlflowSync>,
 }
 
 impl Application {
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        let signal = OutboxSignal::default();
+        let signal = ChangeSignal::default();
         let store = Store::open(&settings.database, signal.clone()).await?;
         if settings.database.migrate_on_start {
             store
@@ -124,21 +143,58 @@ impl Application {
             Some(OutboxRelay::new(
                 ports.outbox.clone(),
                 Arc::new(publisher),
-                signal,
-                RelayStatus::default(),
+                signal.clone(),
+                DependencyWatch::default(),
                 settings.outbox.clone(),
             ))
         };
+        let (mlflow, mlflow_sync) = match &settings.mlops.mlflow_tracking_uri {
+            None => {
+                warn!(
+                    "AUMOS_MLOPS_MLFLOW_TRACKING_URI is empty: experiments and runs are not \
+                     copied to MLflow"
+                );
+                (None, None)
+            }
+            Some(uri) => {
+                let client = MlflowClient::new(uri.clone(), settings.mlflow.request_timeout)
+                    .context("cannot build the MLflow client")?;
+                let tracking: Arc<dyn TrackingServer> = Arc::new(client);
+                let worker = MlflowSync::new(
+                    ports.mlflow_sync.clone(),
+                    ports.experiments.clone(),
+                    tracking.clone(),
+                    signal,
+                    DependencyWatch::default(),
+                    settings.mlflow.clone(),
+                );
+                let access = MlflowAccess {
+                    tracking,
+                    sync: ports.mlflow_sync.clone(),
+                };
+                (Some(access), Some(worker))
+            }
+        };
         let authenticator = Arc::new(Authenticator::from_settings(&settings.auth)?);
+        let models = ModelService::new(
+            ports.models,
+            ports.experiments.clone(),
+            ports.runs.clone(),
+            mlflow.as_ref().map(|m| m.tracking.clone()),
+            settings.mlflow.workspaces,
+            settings.mlflow.promotion_wait,
+        );
         let state = AppState {
             experiments: ExperimentService::new(ports.experiments.clone()),
             runs: RunService::new(ports.experiments, ports.runs),
+            models,
             events: EventService::new(ports.events),
             event_source: naming.source,
             metrics: Arc::new(Metrics::new(&settings.service_name, ports.health.clone())),
             store_health: ports.health,
             outbox: ports.outbox,
             relay_status: relay.as_ref().map(OutboxRelay::status),
+            mlflow,
             authenticator,
         };
         let router = api::router(state, &settings.http);
@@ -150,6 +206,12 @@ impl Application {
             environment = settings.environment.as_str(),
             database = store_backend(&store),
             kafka.brokers = settings.kafka.brokers.join(","),
+            mlflow.uri = settings
+                .mlops
+                .mlflow_tracking_uri
+                .as_ref()
+                .map(url::Url::as_str)
+                .unwrap_or_default(),
             "configuration loaded"
         );
         Ok(Self {
@@ -157,6 +219,7 @@ impl Application {
             router,
             store,
             relay,
+            mlflow_sync,
         })
     }
 
@@ -178,6 +241,9 @@ impl Application {
         let relay = self
             .relay
             .map(|relay| tokio::spawn(relay.run(workers.child_token())));
+        let mlflow_sync = self
+            .mlflow_sync
+            .map(|worker| tokio::spawn(worker.run(workers.child_token())));
         info!(http.port = port, "serving");
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
@@ -186,6 +252,11 @@ impl Application {
         if let Some(relay) = relay {
             if let Err(error) = relay.await {
                 warn!(%error, "the outbox relay ended abnormally");
+            }
+        }
+        if let Some(worker) = mlflow_sync {
+            if let Err(error) = worker.await {
+                warn!(%error, "the MLflow sync worker ended abnormally");
             }
         }
         self.store.close().await;

@@ -1,25 +1,36 @@
 //! Adapters: the ports of `crate::core` implemented against real systems.
 
 pub mod kafka;
+pub mod mlflow;
 pub mod postgres;
 pub mod sql;
 pub mod sqlite;
 
 use std::sync::Arc;
 
-/// Wakes the outbox relay of this process as soon as a transaction with events commits, so
-/// events do not wait for the next poll. Relays of other replicas find them by polling.
+/// Wakes this process's background workers (the outbox relay, the MLflow sync) as soon as a
+/// transaction that changed something commits, so they do not wait for their next poll.
+/// Workers of other replicas find the change by polling.
 #[derive(Debug, Clone, Default)]
-pub struct OutboxSignal(Arc<tokio::sync::Notify>);
+pub struct ChangeSignal {
+    relay: Arc<tokio::sync::Notify>,
+    mlflow: Arc<tokio::sync::Notify>,
+}
 
-impl OutboxSignal {
-    /// Called after a commit that appended events.
+impl ChangeSignal {
+    /// Called after a commit that appended events (every change appends one).
     pub fn notify(&self) {
-        self.0.notify_one();
+        self.relay.notify_one();
+        self.mlflow.notify_one();
     }
 
     /// Completes at the next `notify` (or at once if one came since the last wait).
-    pub async fn notified(&self) {
-        self.0.notified().await;
+    pub async fn relay_notified(&self) {
+        self.relay.notified().await;
+    }
+
+    /// The same, for the MLflow sync worker.
+    pub async fn mlflow_notified(&self) {
+        self.mlflow.notified().await;
     }
 }

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::api::auth::Tenant;
 use crate::api::extract::Query;
-use crate::api::problem::ApiResult;
+use crate::api::problem::{ApiError, ApiResult};
 use crate::api::AppState;
 use crate::core::events::{AggregateKind, EventFilter, StoredEvent};
 use crate::core::pagination::PageRequest;
@@ -74,7 +74,7 @@ pub struct ListEventsQuery {
     pub limit: Option<u32>,
     /// The `next_page_token` of the previous page.
     pub page_token: Option<String>,
-    /// `experiment` or `run`.
+    /// `experiment`, `run` or `model`.
     pub aggregate_type: Option<String>,
     /// Only events of this aggregate.
     pub aggregate_id: Option<Uuid>,
@@ -115,13 +115,15 @@ pub async fn list_events(
         query.page_token.as_deref(),
         EVENT_ORDERING,
     );
-    let filter = v.finish(|| EventFilter {
-        aggregate_kind,
-        aggregate_id: query.aggregate_id,
-        event_type: query.event_type,
-        since: query.since,
-        until: query.until,
-    })?;
+    let filter = v
+        .finish(|| EventFilter {
+            aggregate_kind,
+            aggregate_id: query.aggregate_id,
+            event_type: query.event_type,
+            since: query.since,
+            until: query.until,
+        })
+        .map_err(ApiError::invalid_query)?;
 
     let found = state.events.list(tenant, &filter, &page).await?;
 

@@ -11,7 +11,8 @@ use uuid::Uuid;
 
 use crate::api::auth::Tenant;
 use crate::api::extract::{Json, Path, Query};
-use crate::api::problem::ApiResult;
+use crate::api::problem::{ApiError, ApiResult};
+use crate::api::run_dto::MlflowSyncResponse;
 use crate::api::AppState;
 use crate::core::experiment::{Experiment, ExperimentFilter, NewExperiment, TagFilter};
 use crate::core::pagination::PageRequest;
@@ -44,10 +45,14 @@ pub struct ExperimentResponse {
     pub updated_at: DateTime<Utc>,
     /// Increases with every change.
     pub version: i64,
+    /// The experiment's copy in MLflow; absent when MLflow is turned off.
+    pub mlflow: Option<MlflowSyncResponse>,
 }
 
-impl From<Experiment> for ExperimentResponse {
-    fn from(e: Experiment) -> Self {
+impl ExperimentResponse {
+    /// The response for `e`, with its MLflow copy when MLflow is on.
+    pub fn of(e: Experiment, mlflow_on: bool) -> Self {
+        let mlflow = mlflow_on.then(|| MlflowSyncResponse::experiment(&e.mlflow));
         Self {
             id: e.id.into(),
             name: e.name,
@@ -56,6 +61,7 @@ impl From<Experiment> for ExperimentResponse {
             created_at: e.created_at,
             updated_at: e.updated_at,
             version: e.version,
+            mlflow,
         }
     }
 }
@@ -110,7 +116,7 @@ pub async fn create_experiment(
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
-        axum::Json(experiment.into()),
+        axum::Json(ExperimentResponse::of(experiment, state.mlflow.is_some())),
     ))
 }
 
@@ -127,12 +133,16 @@ pub async fn list_experiments(
     State(state): State<AppState>,
     Query(query): Query<ListExperimentsQuery>,
 ) -> ApiResult<axum::Json<ExperimentPage>> {
-    let (filter, page) = parse_list_query(query)?;
+    let (filter, page) = parse_list_query(query).map_err(ApiError::invalid_query)?;
 
     let found = state.experiments.list(tenant, &filter, &page).await?;
 
     Ok(axum::Json(ExperimentPage {
-        items: found.items.into_iter().map(Into::into).collect(),
+        items: found
+            .items
+            .into_iter()
+            .map(|e| ExperimentResponse::of(e, state.mlflow.is_some()))
+            .collect(),
         next_page_token: found.next_page_token,
     }))
 }
@@ -173,5 +183,8 @@ pub async fn get_experiment(
         .get(tenant, ExperimentId::from(experiment_id))
         .await?;
 
-    Ok(axum::Json(experiment.into()))
+    Ok(axum::Json(ExperimentResponse::of(
+        experiment,
+        state.mlflow.is_some(),
+    )))
 }

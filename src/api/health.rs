@@ -10,7 +10,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::api::AppState;
-use crate::workers::outbox_relay::KafkaState;
+use crate::workers::DependencyState;
 
 /// How long `/ready` waits for the database before calling it down.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
@@ -38,7 +38,10 @@ pub struct DependencyStatus {
     /// Outbox only: events not yet acknowledged by Kafka.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending_events: Option<i64>,
-    /// Outbox only: age of the oldest pending event.
+    /// MLflow only: experiments and runs changed since they were last copied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_sync: Option<i64>,
+    /// Age of the oldest pending event (outbox) or change not yet copied (MLflow).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub oldest_pending_seconds: Option<f64>,
 }
@@ -57,7 +60,7 @@ pub async fn live() -> axum::Json<Liveness> {
     axum::Json(Liveness { status: "alive" })
 }
 
-/// Readiness: 200 when the database answers (degraded while Kafka is down), 503 when it does not
+/// Readiness: 200 when the database answers (degraded while Kafka or MLflow is down), 503 when it does not
 #[utoipa::path(
     get,
     path = "/ready",
@@ -75,6 +78,7 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         checks.insert("outbox", outbox_status(&state).await);
     }
     checks.insert("kafka", kafka_status(&state));
+    checks.insert("mlflow", mlflow_status(&state, database_up).await);
 
     let degraded = checks
         .values()
@@ -135,19 +139,54 @@ fn kafka_status(state: &AppState) -> DependencyStatus {
         };
     };
     match relay.get() {
-        KafkaState::Up => DependencyStatus {
+        DependencyState::Up => DependencyStatus {
             status: "up",
             ..Default::default()
         },
-        KafkaState::Starting => DependencyStatus {
+        DependencyState::Starting => DependencyStatus {
             status: "starting",
             ..Default::default()
         },
-        KafkaState::Down { since, error } => DependencyStatus {
+        DependencyState::Down { since, error } => DependencyStatus {
             status: "degraded",
             error: Some(format!("{error} (since {})", since.to_rfc3339())),
             ..Default::default()
         },
+    }
+}
+
+/// MLflow answers its `/health` within the ping timeout, with how far the copy is behind.
+async fn mlflow_status(state: &AppState, database_up: bool) -> DependencyStatus {
+    let Some(mlflow) = &state.mlflow else {
+        return DependencyStatus {
+            status: "disabled",
+            error: Some(
+                "AUMOS_MLOPS_MLFLOW_TRACKING_URI is empty: nothing is copied to MLflow".into(),
+            ),
+            ..Default::default()
+        };
+    };
+    let started = Instant::now();
+    let answer = tokio::time::timeout(PING_TIMEOUT, mlflow.tracking.health()).await;
+    let error = match answer {
+        Ok(Ok(())) => None,
+        Ok(Err(error)) => Some(error.to_string()),
+        Err(_) => Some(format!("no answer within {} ms", PING_TIMEOUT.as_millis())),
+    };
+    let backlog = if database_up {
+        mlflow.sync.sync_backlog().await.ok()
+    } else {
+        None
+    };
+    DependencyStatus {
+        status: if error.is_none() { "up" } else { "degraded" },
+        latency_ms: Some(started.elapsed().as_secs_f64() * 1000.0),
+        error,
+        pending_sync: backlog.as_ref().map(|b| b.pending),
+        oldest_pending_seconds: backlog
+            .and_then(|b| b.oldest)
+            .map(|oldest| (chrono::Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1000.0),
+        ..Default::default()
     }
 }
 

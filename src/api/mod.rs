@@ -6,6 +6,7 @@ pub mod events;
 pub mod experiments;
 pub mod extract;
 pub mod health;
+pub mod models;
 pub mod observability;
 pub mod problem;
 pub mod run_dto;
@@ -29,25 +30,35 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::api::auth::Authenticator;
 use crate::api::observability::{MakeRequestUuidV7, Metrics};
 use crate::api::problem::{ApiError, PROBLEM_JSON};
-use crate::core::ports::{Outbox, StoreHealth};
-use crate::core::services::{EventService, ExperimentService, RunService};
+use crate::core::ports::{MlflowSyncStore, Outbox, StoreHealth, TrackingServer};
+use crate::core::services::{EventService, ExperimentService, ModelService, RunService};
 use crate::settings::HttpSettings;
-use crate::workers::outbox_relay::RelayStatus;
+use crate::workers::DependencyWatch;
 
 /// Everything a handler can reach.
 #[derive(Clone, FromRef)]
 pub struct AppState {
     pub experiments: ExperimentService,
     pub runs: RunService,
+    pub models: ModelService,
     pub events: EventService,
     /// CloudEvents `source` of this service's events.
     pub event_source: String,
     pub store_health: Arc<dyn StoreHealth>,
     pub outbox: Arc<dyn Outbox>,
     /// The relay's view of Kafka; `None` when publishing is turned off.
-    pub relay_status: Option<RelayStatus>,
+    pub relay_status: Option<DependencyWatch>,
+    /// MLflow, when `AUMOS_MLOPS_MLFLOW_TRACKING_URI` is set.
+    pub mlflow: Option<MlflowAccess>,
     pub metrics: Arc<Metrics>,
     pub authenticator: Arc<Authenticator>,
+}
+
+/// What the API reaches of MLflow: the server itself and the copy's bookkeeping.
+#[derive(Clone)]
+pub struct MlflowAccess {
+    pub tracking: Arc<dyn TrackingServer>,
+    pub sync: Arc<dyn MlflowSyncStore>,
 }
 
 /// The tenant-scoped routes under `/api/v1`.
@@ -61,6 +72,10 @@ fn api_v1() -> OpenApiRouter<AppState> {
         .routes(routes!(runs::create_run, runs::list_runs))
         .routes(routes!(runs::get_run, runs::update_run))
         .routes(routes!(runs::log_run_batch))
+        .routes(routes!(models::promote_run))
+        .routes(routes!(models::promote_best))
+        .routes(routes!(models::list_models))
+        .routes(routes!(models::get_model))
         .routes(routes!(events::list_events))
 }
 

@@ -112,6 +112,21 @@ impl ApiError {
         error
     }
 
+    /// Invalid query-string parameters: 400, with every parameter at fault listed like
+    /// invalid body fields are.
+    pub fn invalid_query(error: Error) -> Self {
+        match error {
+            Error::Validation(errors) => {
+                let mut problem = Self::validation(errors);
+                problem.problem.status = StatusCode::BAD_REQUEST.as_u16();
+                problem.problem.problem_type = "urn:aumos:problem:invalid-query".into();
+                problem.problem.title = "Invalid query parameters".into();
+                problem
+            }
+            other => other.into(),
+        }
+    }
+
     pub fn internal(cause: impl Into<String>) -> Self {
         let mut error = Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -8,6 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::core::run::{Metric, MetricInput, NewRunInput, Run};
+use crate::core::tracking::MlflowLink;
 
 /// A run's status.
 #[derive(Debug, Serialize, ToSchema)]
@@ -151,10 +152,14 @@ pub struct RunResponse {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub version: i64,
+    /// The run's copy in MLflow; absent when MLflow is turned off.
+    pub mlflow: Option<MlflowSyncResponse>,
 }
 
-impl From<Run> for RunResponse {
-    fn from(r: Run) -> Self {
+impl RunResponse {
+    /// The response for `run`, with its MLflow copy when MLflow is on.
+    pub fn of(r: Run, mlflow_on: bool) -> Self {
+        let mlflow = mlflow_on.then(|| MlflowSyncResponse::run(&r.mlflow));
         Self {
             id: r.id.into(),
             experiment_id: r.experiment_id.into(),
@@ -168,6 +173,7 @@ impl From<Run> for RunResponse {
             created_at: r.created_at,
             updated_at: r.updated_at,
             version: r.version,
+            mlflow,
         }
     }
 }
@@ -186,8 +192,97 @@ pub struct ListRunsQuery {
     pub limit: Option<u32>,
     /// The `next_page_token` of the previous page.
     pub page_token: Option<String>,
-    /// `metrics.<key>`, `start_time`, `end_time` or `run_name`, then `ASC` (default) or
-    /// `DESC`. Without it runs come newest first.
-    #[param(example = "metrics.auc DESC")]
+    /// MLflow search syntax, comparisons joined by `and`: `metrics.<key>` with
+    /// `= != > >= < <=` and a number; `params.<key>`, `tags.<key>`, `attributes.status` and
+    /// `attributes.run_name` with `=` or `!=` and a quoted string; `attributes.start_time` and
+    /// `attributes.end_time` with a number of milliseconds since the epoch.
+    #[param(
+        example = "metrics.auc > 0.8 and params.model = 'xgboost' and attributes.status = 'FINISHED'"
+    )]
+    pub filter: Option<String>,
+    /// Up to 5 comma-separated keys, each `metrics.<key>`, `params.<key>`, `tags.<key>`,
+    /// `start_time`, `end_time` or `run_name`, then `ASC` (default) or `DESC`. Runs without a
+    /// value come last. Without it runs come newest first.
+    #[param(example = "metrics.auc DESC, start_time DESC")]
     pub order_by: Option<String>,
+    /// Comma-separated metric keys: only these metrics are returned (empty: none).
+    #[param(example = "auc,loss")]
+    pub metric_keys: Option<String>,
+    /// Comma-separated param keys: only these params are returned (empty: none).
+    #[param(example = "model,max_depth")]
+    pub param_keys: Option<String>,
+}
+
+/// Which columns of each run a listing returns: `None` keeps all.
+#[derive(Debug, Clone, Default)]
+pub struct RunColumns {
+    pub metric_keys: Option<Vec<String>>,
+    pub param_keys: Option<Vec<String>>,
+}
+
+impl RunColumns {
+    /// Parses comma-separated key lists.
+    pub fn parse(metric_keys: Option<&str>, param_keys: Option<&str>) -> Self {
+        let keys = |text: &str| -> Vec<String> {
+            text.split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        Self {
+            metric_keys: metric_keys.map(keys),
+            param_keys: param_keys.map(keys),
+        }
+    }
+
+    /// Drops the metrics and params that were not asked for.
+    pub fn apply(&self, run: &mut RunResponse) {
+        if let Some(keys) = &self.metric_keys {
+            run.metrics.retain(|m| keys.contains(&m.key));
+        }
+        if let Some(keys) = &self.param_keys {
+            run.params.retain(|k, _| keys.contains(k));
+        }
+    }
+}
+
+/// Where an experiment or run stands in MLflow.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MlflowSyncResponse {
+    /// MLflow's experiment id (on experiments), once created there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub experiment_id: Option<String>,
+    /// MLflow's run id (on runs), once created there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// `pending` (changed since the last copy), `synced`, or `failed` (the last attempt
+    /// failed with `last_error`; it is retried).
+    #[schema(example = "synced")]
+    pub sync_state: &'static str,
+    pub last_error: Option<String>,
+    /// When the last copy succeeded.
+    pub synced_at: Option<DateTime<Utc>>,
+}
+
+impl MlflowSyncResponse {
+    pub fn experiment(link: &MlflowLink) -> Self {
+        Self {
+            experiment_id: link.id.clone(),
+            run_id: None,
+            sync_state: link.state.as_str(),
+            last_error: link.last_error.clone(),
+            synced_at: link.synced_at,
+        }
+    }
+
+    pub fn run(link: &MlflowLink) -> Self {
+        Self {
+            experiment_id: None,
+            run_id: link.id.clone(),
+            sync_state: link.state.as_str(),
+            last_error: link.last_error.clone(),
+            synced_at: link.synced_at,
+        }
+    }
 }

@@ -6,14 +6,15 @@ use uuid::Uuid;
 
 use crate::api::auth::Tenant;
 use crate::api::extract::{Json, Path, Query};
-use crate::api::problem::ApiResult;
+use crate::api::problem::{ApiError, ApiResult};
 use crate::api::run_dto::{
-    CreateRunRequest, ListRunsQuery, LogBatchRequest, RunPage, RunResponse, UpdateRunRequest,
+    CreateRunRequest, ListRunsQuery, LogBatchRequest, RunColumns, RunPage, RunResponse,
+    UpdateRunRequest,
 };
 use crate::api::AppState;
 use crate::core::pagination::PageRequest;
 use crate::core::run::{self, LogBatch, NewRun, RunUpdate};
-use crate::core::run_query::RunOrder;
+use crate::core::run_query::{RunFilter, RunOrder, RunQuery};
 use crate::core::services::RunService;
 use crate::core::validation::Validator;
 use crate::core::{ExperimentId, RunId};
@@ -51,11 +52,11 @@ pub async fn create_run(
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
-        axum::Json(run.into()),
+        axum::Json(RunResponse::of(run, state.mlflow.is_some())),
     ))
 }
 
-/// List an experiment's runs
+/// List, filter and compare an experiment's runs
 #[utoipa::path(
     get,
     path = "/api/v1/experiments/{experiment_id}/runs",
@@ -76,17 +77,34 @@ pub async fn list_runs(
             .unwrap_or_default(),
         None => RunOrder::default(),
     };
-    let ordering = RunService::ordering_tag(&order);
+    let filter = match query.filter.as_deref() {
+        Some(text) => v
+            .check("filter", RunFilter::parse(text))
+            .unwrap_or_default(),
+        None => RunFilter::default(),
+    };
+    let run_query = RunQuery { filter, order };
+    let ordering = RunService::ordering_tag(&run_query);
     let page = PageRequest::parse(&mut v, query.limit, query.page_token.as_deref(), &ordering);
-    v.finish(|| ())?;
+    let columns = RunColumns::parse(query.metric_keys.as_deref(), query.param_keys.as_deref());
+    v.finish(|| ()).map_err(ApiError::invalid_query)?;
 
     let found = state
         .runs
-        .list(tenant, ExperimentId::from(experiment_id), &order, &page)
+        .list(tenant, ExperimentId::from(experiment_id), &run_query, &page)
         .await?;
 
+    let mlflow_on = state.mlflow.is_some();
     Ok(axum::Json(RunPage {
-        items: found.items.into_iter().map(Into::into).collect(),
+        items: found
+            .items
+            .into_iter()
+            .map(|r| {
+                let mut response = RunResponse::of(r, mlflow_on);
+                columns.apply(&mut response);
+                response
+            })
+            .collect(),
         next_page_token: found.next_page_token,
     }))
 }
@@ -112,7 +130,7 @@ pub async fn get_run(
         .get(tenant, experiment_id.into(), RunId::from(run_id))
         .await?;
 
-    Ok(axum::Json(run.into()))
+    Ok(axum::Json(RunResponse::of(run, state.mlflow.is_some())))
 }
 
 /// Log metrics, params and tags to a run
@@ -147,7 +165,7 @@ pub async fn log_run_batch(
         .log_batch(tenant, experiment_id.into(), run_id.into(), batch)
         .await?;
 
-    Ok(axum::Json(run.into()))
+    Ok(axum::Json(RunResponse::of(run, state.mlflow.is_some())))
 }
 
 /// Change a run's status, end time or name
@@ -183,5 +201,5 @@ pub async fn update_run(
         .update(tenant, experiment_id.into(), run_id.into(), update)
         .await?;
 
-    Ok(axum::Json(run.into()))
+    Ok(axum::Json(RunResponse::of(run, state.mlflow.is_some())))
 }

@@ -20,15 +20,17 @@ pub const EVENT_TYPE_PREFIX: &str = "com.aumos.mlops.";
 pub enum AggregateKind {
     Experiment,
     Run,
+    Model,
 }
 
 impl AggregateKind {
-    pub const ALL: [AggregateKind; 2] = [Self::Experiment, Self::Run];
+    pub const ALL: [AggregateKind; 3] = [Self::Experiment, Self::Run, Self::Model];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Experiment => "experiment",
             Self::Run => "run",
+            Self::Model => "model",
         }
     }
 
@@ -37,6 +39,7 @@ impl AggregateKind {
         match self {
             Self::Experiment => "experiments",
             Self::Run => "runs",
+            Self::Model => "models",
         }
     }
 }
@@ -54,7 +57,7 @@ impl FromStr for AggregateKind {
         Self::ALL
             .into_iter()
             .find(|k| k.as_str() == s)
-            .ok_or_else(|| format!("expected one of experiment, run; got {s:?}"))
+            .ok_or_else(|| format!("expected one of experiment, run, model; got {s:?}"))
     }
 }
 
@@ -73,7 +76,7 @@ pub struct DomainEvent {
 }
 
 impl DomainEvent {
-    fn new(
+    pub fn new(
         tenant: TenantId,
         kind: AggregateKind,
         aggregate_id: Uuid,

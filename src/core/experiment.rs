@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 
 use crate::core::names::{self, MAX_DESCRIPTION_LENGTH, MAX_EXPERIMENT_TAGS};
+use crate::core::tracking::MlflowLink;
 use crate::core::validation::Validator;
 use crate::core::{ExperimentId, Result, TenantId};
 
@@ -18,6 +19,8 @@ pub struct Experiment {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub version: i64,
+    /// Its copy in MLflow.
+    pub mlflow: MlflowLink,
 }
 
 /// A validated request to create an experiment.
@@ -77,6 +80,7 @@ impl Experiment {
             created_at: now,
             updated_at: now,
             version: 1,
+            mlflow: MlflowLink::default(),
         }
     }
 }

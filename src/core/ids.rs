@@ -68,3 +68,11 @@ id_type!(
     /// A run inside an experiment.
     RunId
 );
+id_type!(
+    /// A registered model: a name under which runs' models are promoted as versions.
+    ModelId
+);
+id_type!(
+    /// A deployment of one model version into one target environment.
+    DeploymentId
+);

@@ -5,13 +5,15 @@ pub mod error;
 pub mod events;
 pub mod experiment;
 pub mod ids;
+pub mod model;
 pub mod names;
 pub mod pagination;
 pub mod ports;
 pub mod run;
 pub mod run_query;
 pub mod services;
+pub mod tracking;
 pub mod validation;
 
 pub use error::{Error, Result};
-pub use ids::{ExperimentId, RunId, TenantId};
+pub use ids::{ExperimentId, ModelId, RunId, TenantId};

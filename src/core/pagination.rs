@@ -15,7 +15,7 @@ use crate::core::validation::Validator;
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
 pub const MAX_PAGE_SIZE: u32 = 1000;
 
-/// The value of the sort key of the last item a page served.
+/// The value of a sort key of the last item a page served.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "t", content = "v")]
 pub enum SortValue {
@@ -33,8 +33,9 @@ pub struct Cursor {
     /// The ordering the cursor was made for.
     #[serde(rename = "o")]
     pub ordering: String,
-    #[serde(rename = "k", default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<SortValue>,
+    /// The sort values of the last item, one per sort key.
+    #[serde(rename = "k", default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<SortValue>,
     #[serde(rename = "i")]
     pub id: Uuid,
 }
@@ -111,16 +112,16 @@ impl<T> Page<T> {
         mut items: Vec<T>,
         request: &PageRequest,
         ordering: &str,
-        cursor_of: impl Fn(&T) -> (Option<SortValue>, Uuid),
+        cursor_of: impl Fn(&T) -> (Vec<SortValue>, Uuid),
     ) -> Self {
         let limit = request.limit as usize;
         let next_page_token = if items.len() > limit {
             items.truncate(limit);
             items.last().map(|last| {
-                let (key, id) = cursor_of(last);
+                let (keys, id) = cursor_of(last);
                 Cursor {
                     ordering: ordering.to_owned(),
-                    key,
+                    keys,
                     id,
                 }
                 .encode()
@@ -143,7 +144,7 @@ mod tests {
     fn tokens_round_trip_for_their_own_ordering_only() {
         let cursor = Cursor {
             ordering: "metrics.auc DESC".into(),
-            key: Some(SortValue::Float(0.5)),
+            keys: vec![SortValue::Float(0.5), SortValue::Null],
             id: Uuid::now_v7(),
         };
 
@@ -159,8 +160,8 @@ mod tests {
         let request = PageRequest::first(2);
         let ids: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
 
-        let page = Page::from_overfetch(ids.clone(), &request, "id", |id| (None, *id));
-        let last = Page::from_overfetch(ids[..2].to_vec(), &request, "id", |id| (None, *id));
+        let page = Page::from_overfetch(ids.clone(), &request, "id", |id| (Vec::new(), *id));
+        let last = Page::from_overfetch(ids[..2].to_vec(), &request, "id", |id| (Vec::new(), *id));
 
         assert_eq!(page.items, ids[..2]);
         let next = Cursor::decode(page.next_page_token.as_deref().unwrap(), "id").unwrap();

@@ -16,10 +16,15 @@ use chrono::{DateTime, Utc};
 
 use crate::core::events::{AggregateKind, Backlog, DomainEvent, EventFilter, StoredEvent};
 use crate::core::experiment::{Experiment, ExperimentFilter};
+use crate::core::model::{Model, Promotion};
 use crate::core::pagination::PageRequest;
 use crate::core::run::{LogBatch, Run};
-use crate::core::run_query::RunOrder;
-use crate::core::{ExperimentId, Result, RunId, TenantId};
+use crate::core::run_query::RunQuery;
+use crate::core::tracking::{
+    ExperimentClaim, LogChunk, RegisteredVersion, RunClaim, RunSyncWork, SyncProgress, SyncTarget,
+    TenantNamespace, TrackingError,
+};
+use crate::core::{ExperimentId, ModelId, Result, RunId, TenantId};
 
 #[async_trait]
 pub trait ExperimentStore: Send + Sync + 'static {
@@ -64,12 +69,13 @@ pub trait RunStore: Send + Sync + 'static {
         run: RunId,
     ) -> Result<Option<Run>>;
 
-    /// Up to `page.fetch_limit()` runs of the experiment in `order`, after `page.after`.
+    /// Up to `page.fetch_limit()` runs of the experiment matching `query.filter`, in
+    /// `query.order`, after `page.after`.
     async fn list_runs(
         &self,
         tenant: TenantId,
         experiment: ExperimentId,
-        order: &RunOrder,
+        query: &RunQuery,
         page: &PageRequest,
     ) -> Result<Vec<Run>>;
 
@@ -166,4 +172,130 @@ pub trait EventPublisher: Send + Sync + 'static {
 
     /// Waits up to `timeout` for messages still in flight.
     async fn flush(&self, timeout: Duration);
+}
+
+/// What the MLflow sync worker needs of the store. Claims reach across tenants (the worker
+/// copies everyone's data); everything else runs inside the owning tenant's scope.
+#[async_trait]
+pub trait MlflowSyncStore: Send + Sync + 'static {
+    /// Leases up to `max` experiments that MLflow is behind on and that are due, counting an
+    /// attempt on each.
+    async fn claim_experiments(
+        &self,
+        worker: &str,
+        max: u32,
+        lease: Duration,
+    ) -> Result<Vec<ExperimentClaim>>;
+
+    /// Leases up to `max` runs that MLflow is behind on and that are due.
+    async fn claim_runs(&self, worker: &str, max: u32, lease: Duration) -> Result<Vec<RunClaim>>;
+
+    /// The run as stored, its experiment's MLflow id, and up to `max_metrics` metric values
+    /// not yet sent. `None` when the run no longer exists.
+    async fn run_sync_work(
+        &self,
+        tenant: TenantId,
+        experiment: ExperimentId,
+        run: RunId,
+        max_metrics: u32,
+    ) -> Result<Option<RunSyncWork>>;
+
+    /// Records the MLflow id of an object as soon as MLflow created it.
+    async fn set_mlflow_id(&self, tenant: TenantId, target: SyncTarget, id: &str) -> Result<()>;
+
+    /// Records a successful attempt and gives the lease back.
+    async fn record_synced(
+        &self,
+        tenant: TenantId,
+        target: SyncTarget,
+        progress: SyncProgress,
+    ) -> Result<()>;
+
+    /// Records a failed attempt with its error; the next one is due at `retry_at`.
+    async fn record_failure(
+        &self,
+        tenant: TenantId,
+        target: SyncTarget,
+        error: &str,
+        retry_at: DateTime<Utc>,
+    ) -> Result<()>;
+
+    /// Gives a lease back without an attempt having been made (the worker stopped early).
+    async fn release(&self, tenant: TenantId, target: SyncTarget) -> Result<()>;
+
+    /// How many experiments and runs MLflow is behind on, across tenants.
+    async fn sync_backlog(&self) -> Result<Backlog>;
+}
+
+/// An MLflow tracking server and model registry, addressed within one tenant's namespace.
+#[async_trait]
+pub trait TrackingServer: Send + Sync + 'static {
+    /// The MLflow id of the experiment, creating it (tagged with the tenant and the
+    /// service's id) if needed. An MLflow experiment of that name that the service did not
+    /// create for this experiment is refused.
+    async fn ensure_experiment(
+        &self,
+        ns: &TenantNamespace,
+        experiment: &Experiment,
+    ) -> Result<String, TrackingError>;
+
+    /// The MLflow run created earlier for `run`, if any (found by its tag).
+    async fn find_run(
+        &self,
+        ns: &TenantNamespace,
+        mlflow_experiment: &str,
+        run: RunId,
+    ) -> Result<Option<String>, TrackingError>;
+
+    /// Creates the MLflow run, with the run's name, start time and tags.
+    async fn create_run(
+        &self,
+        ns: &TenantNamespace,
+        mlflow_experiment: &str,
+        run: &Run,
+    ) -> Result<String, TrackingError>;
+
+    /// One `runs/log-batch` request.
+    async fn log_batch(
+        &self,
+        ns: &TenantNamespace,
+        mlflow_run: &str,
+        chunk: &LogChunk,
+    ) -> Result<(), TrackingError>;
+
+    /// Mirrors the run's status, end time and name.
+    async fn update_run(
+        &self,
+        ns: &TenantNamespace,
+        mlflow_run: &str,
+        run: &Run,
+    ) -> Result<(), TrackingError>;
+
+    /// Registers the model logged by `mlflow_run` as a version of `model_name` (creating
+    /// the registered model if needed) and points `alias` at it. A version registered from
+    /// the same run before is reused rather than registered twice.
+    async fn register_model_version(
+        &self,
+        ns: &TenantNamespace,
+        model_name: &str,
+        mlflow_run: &str,
+        alias: &str,
+    ) -> Result<RegisteredVersion, TrackingError>;
+
+    /// Whether MLflow answers.
+    async fn health(&self) -> Result<(), TrackingError>;
+}
+
+/// Registered models and their versions.
+#[async_trait]
+pub trait ModelStore: Send + Sync + 'static {
+    /// Records a promotion in one transaction: the tenant's model of that name (created with
+    /// `proposed_model_id` if it has none), the version (once), the alias now pointing at it,
+    /// and the event `Promotion::event` makes for the model's id. Returns the model as stored.
+    async fn record_promotion(&self, promotion: &Promotion) -> Result<Model>;
+
+    async fn find_model(&self, tenant: TenantId, id: ModelId) -> Result<Option<Model>>;
+
+    /// Up to `page.fetch_limit()` models, newest first, after `page.after`.
+    async fn list_models(&self, tenant: TenantId, page: &PageRequest) -> Result<Vec<Model>>;
 }

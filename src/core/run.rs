@@ -8,6 +8,7 @@ use std::str::FromStr;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 
 use crate::core::names::{self, MAX_PARAM_VALUE_LENGTH, MAX_RUN_TAG_VALUE_LENGTH};
+use crate::core::tracking::MlflowLink;
 use crate::core::validation::Validator;
 use crate::core::{Error, ExperimentId, Result, RunId, TenantId};
 
@@ -235,6 +236,8 @@ pub struct Run {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub version: i64,
+    /// Its copy in MLflow.
+    pub mlflow: MlflowLink,
 }
 
 /// A validated request to create a run, possibly already complete.
@@ -333,6 +336,7 @@ impl Run {
             created_at: now,
             updated_at: now,
             version: 1,
+            mlflow: MlflowLink::default(),
         }
     }
 

@@ -9,67 +9,30 @@
 //! sent again; consumers de-duplicate on `ce_id`.
 
 use std::collections::HashSet;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
-use crate::adapters::OutboxSignal;
+use crate::adapters::ChangeSignal;
 use crate::core::events::{AggregateKind, StoredEvent};
 use crate::core::ports::{EventPublisher, Outbox};
 use crate::settings::OutboxSettings;
+use crate::workers::{pause, worker_id, Backoff, DependencyWatch};
 
 /// How long the relay waits at shutdown for messages already handed to the producer.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often published events past their retention are deleted.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
-/// What the relay last saw of Kafka, for `/ready`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum KafkaState {
-    /// Not contacted yet.
-    Starting,
-    Up,
-    Down {
-        since: DateTime<Utc>,
-        error: String,
-    },
-}
-
-/// Shared view of the relay's state.
-#[derive(Debug, Clone)]
-pub struct RelayStatus(Arc<RwLock<KafkaState>>);
-
-impl Default for RelayStatus {
-    fn default() -> Self {
-        Self(Arc::new(RwLock::new(KafkaState::Starting)))
-    }
-}
-
-impl RelayStatus {
-    pub fn get(&self) -> KafkaState {
-        match self.0.read() {
-            Ok(state) => state.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    fn set(&self, state: KafkaState) -> KafkaState {
-        match self.0.write() {
-            Ok(mut slot) => std::mem::replace(&mut *slot, state),
-            Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), state),
-        }
-    }
-}
-
 pub struct OutboxRelay {
     outbox: Arc<dyn Outbox>,
     publisher: Arc<dyn EventPublisher>,
-    signal: OutboxSignal,
-    status: RelayStatus,
+    signal: ChangeSignal,
+    status: DependencyWatch,
     settings: OutboxSettings,
     relay_id: String,
 }
@@ -78,21 +41,11 @@ impl OutboxRelay {
     pub fn new(
         outbox: Arc<dyn Outbox>,
         publisher: Arc<dyn EventPublisher>,
-        signal: OutboxSignal,
-        status: RelayStatus,
+        signal: ChangeSignal,
+        status: DependencyWatch,
         settings: OutboxSettings,
     ) -> Self {
-        let host = std::env::var("HOSTNAME")
-            .ok()
-            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-            .map(|h| h.trim().to_owned())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "relay".to_owned());
-        let relay_id = format!(
-            "{host}-{}-{:04x}",
-            std::process::id(),
-            rand::random::<u16>()
-        );
+        let relay_id = worker_id();
         Self {
             outbox,
             publisher,
@@ -104,7 +57,7 @@ impl OutboxRelay {
     }
 
     /// The relay's view of Kafka, for `/ready`.
-    pub fn status(&self) -> RelayStatus {
+    pub fn status(&self) -> DependencyWatch {
         self.status.clone()
     }
 
@@ -142,7 +95,7 @@ impl OutboxRelay {
             };
             if batch.is_empty() {
                 tokio::select! {
-                    () = self.signal.notified() => {}
+                    () = self.signal.relay_notified() => {}
                     () = tokio::time::sleep(self.settings.poll_interval) => {}
                     () = shutdown.cancelled() => {}
                 }
@@ -203,30 +156,18 @@ impl OutboxRelay {
     }
 
     fn kafka_down(&self, error: &str) {
-        let previous = self.status.set(KafkaState::Down {
-            since: Utc::now(),
-            error: error.to_owned(),
-        });
-        match previous {
-            KafkaState::Down { since, .. } => {
-                // Still the same outage: keep its start, say nothing new.
-                self.status.set(KafkaState::Down {
-                    since,
-                    error: error.to_owned(),
-                });
-            }
-            _ => warn!(
+        if self.status.mark_down(error) {
+            warn!(
                 kafka.error = error,
                 "Kafka is unreachable; events wait in the outbox and will be retried"
-            ),
+            );
         }
     }
 
     fn kafka_up(&self) {
-        if let KafkaState::Down { since, .. } = self.status.set(KafkaState::Up) {
-            let seconds = (Utc::now() - since).num_seconds();
+        if let Some(outage) = self.status.mark_up() {
             info!(
-                outage_seconds = seconds,
+                outage_seconds = outage.num_seconds(),
                 "Kafka is reachable again; publishing resumed"
             );
         }
@@ -244,58 +185,5 @@ impl OutboxRelay {
             Ok(deleted) => info!(events = deleted, "published events past retention deleted"),
             Err(error) => warn!(%error, "cannot delete events past retention"),
         }
-    }
-}
-
-/// Sleeps for `duration` unless shutdown comes first.
-async fn pause(duration: Duration, shutdown: &CancellationToken) {
-    tokio::select! {
-        () = tokio::time::sleep(duration) => {}
-        () = shutdown.cancelled() => {}
-    }
-}
-
-/// Exponential backoff from 250 ms up to a cap, with a little jitter so replicas drift apart.
-struct Backoff {
-    current: Duration,
-    cap: Duration,
-}
-
-impl Backoff {
-    const START: Duration = Duration::from_millis(250);
-
-    fn new(cap: Duration) -> Self {
-        Self {
-            current: Self::START,
-            cap,
-        }
-    }
-
-    fn next(&mut self) -> Duration {
-        let wait = self.current;
-        self.current = (self.current * 2).min(self.cap);
-        let jitter = Duration::from_millis(u64::from(rand::random::<u8>()));
-        (wait + jitter).min(self.cap)
-    }
-
-    fn reset(&mut self) {
-        self.current = Self::START;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_its_cap_and_resets() {
-        let mut backoff = Backoff::new(Duration::from_secs(2));
-
-        let waits: Vec<Duration> = (0..6).map(|_| backoff.next()).collect();
-        backoff.reset();
-
-        assert!(waits[0] < Duration::from_millis(600));
-        assert_eq!(waits[5], Duration::from_secs(2));
-        assert!(backoff.next() < Duration::from_millis(600));
     }
 }

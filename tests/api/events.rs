@@ -317,7 +317,7 @@ on_both_stores! {
             .send()
             .await
             .unwrap();
-        let bad = app.get("/api/v1/events?aggregate_type=model&since=2026-02-01T00:00:00Z&until=2026-01-01T00:00:00Z").await;
+        let bad = app.get("/api/v1/events?aggregate_type=widget&since=2026-02-01T00:00:00Z&until=2026-01-01T00:00:00Z").await;
 
         let types: Vec<&str> = all.iter().map(|e| e["type"].as_str().unwrap()).collect();
         assert_eq!(types, [
@@ -335,7 +335,7 @@ on_both_stores! {
         assert_eq!(expect_status(ended, StatusCode::OK).await["items"].as_array().unwrap().len(), 1);
         assert_eq!(expect_status(future, StatusCode::OK).await["items"], json!([]));
         assert_eq!(expect_status(foreign, StatusCode::OK).await["items"], json!([]));
-        let mut fields = problem_fields(&expect_problem(bad, StatusCode::UNPROCESSABLE_ENTITY).await);
+        let mut fields = problem_fields(&expect_problem(bad, StatusCode::BAD_REQUEST).await);
         fields.sort();
         assert_eq!(fields, ["aggregate_type", "until"]);
     }

@@ -104,7 +104,7 @@ on_both_stores! {
     async fn bad_listing_parameters_are_all_reported(app: TestApp) {
         let response = app.get("/api/v1/experiments?limit=0&page_token=nonsense&tag=bad!").await;
 
-        let problem = expect_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+        let problem = expect_problem(response, StatusCode::BAD_REQUEST).await;
         let mut fields = problem_fields(&problem);
         fields.sort();
         assert_eq!(fields, ["limit", "page_token", "tag"]);

@@ -77,7 +77,7 @@ fn url_for(role: &str, database: &str) -> String {
 pub async fn create_database() -> PgDatabase {
     let mut admin = sqlx::PgConnection::connect(&admin_url())
         .await
-        .expect("PostgreSQL must run for the tests (see scripts/test-services.sh)");
+        .expect("PostgreSQL must run for the tests (scripts/services.sh starts it)");
     for role in [OWNER_ROLE, APP_ROLE] {
         let created = sqlx::query(&format!(
             "CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE"
@@ -124,6 +124,20 @@ pub fn shared_database() -> PgDatabase {
         .clone()
 }
 
+/// With `AUMOS_TEST_LOG` set (a tracing filter such as `aumos_mlops_lifecycle=debug`), the
+/// services under test log to the test output: what to reach for when a test fails.
+fn init_test_logging() {
+    static LOGGING: std::sync::Once = std::sync::Once::new();
+    LOGGING.call_once(|| {
+        if let Ok(filter) = std::env::var("AUMOS_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
 pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
@@ -148,6 +162,7 @@ impl TestApp {
 
     /// Starts the service on `database` (PostgreSQL), or on SQLite when it is `None`.
     pub async fn spawn_on(database: Option<PgDatabase>, extra: &[(&str, &str)]) -> Self {
+        init_test_logging();
         let data_dir = tempfile::tempdir().expect("temp dir");
         let secret = format!("test-secret-{}", Uuid::new_v4().simple());
         let mut vars: HashMap<String, String> = [

@@ -4,6 +4,7 @@ use sqlx::{Connection, Row};
 use uuid::Uuid;
 
 use crate::helpers::{expect_problem, expect_status, Backend, TestApp};
+use crate::mlflow::shared_mlflow;
 use crate::on_both_stores;
 
 const TENANT_TABLES: &[&str] = &[
@@ -12,6 +13,8 @@ const TENANT_TABLES: &[&str] = &[
     "run_metrics",
     "run_latest_metrics",
     "outbox_events",
+    "models",
+    "model_versions",
 ];
 
 on_both_stores! {
@@ -51,14 +54,28 @@ on_both_stores! {
 
 #[tokio::test]
 async fn row_level_security_hides_other_tenants_rows_from_the_service_role() {
-    let a = TestApp::spawn(Backend::Postgres).await;
-    let mut b = TestApp::spawn(Backend::Postgres).await;
+    // With MLflow, so that promotions fill the model tables too.
+    let mlflow = shared_mlflow();
+    let vars = [("AUMOS_MLOPS_MLFLOW_TRACKING_URI", mlflow.as_str())];
+    let a = TestApp::spawn_with(Backend::Postgres, &vars).await;
+    let mut b = TestApp::spawn_with(Backend::Postgres, &vars).await;
     b.tenant = Uuid::now_v7();
     for app in [&a, &b] {
         let experiment = app.create_experiment("rls").await;
-        app.create_run(
-            &experiment,
-            &json!({"params": {"p": "1"}, "tags": {"t": "1"}, "metrics": [{"key": "m", "value": 1}]}),
+        let run = app
+            .create_run(
+                &experiment,
+                &json!({"status": "FINISHED", "params": {"p": "1"}, "tags": {"t": "1"},
+                        "metrics": [{"key": "m", "value": 1}]}),
+            )
+            .await;
+        let promote = format!(
+            "/api/v1/experiments/{experiment}/runs/{}/promote",
+            run["id"].as_str().unwrap()
+        );
+        expect_status(
+            app.post(&promote, &json!({"model_name": "rls"})).await,
+            StatusCode::CREATED,
         )
         .await;
     }

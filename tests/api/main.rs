@@ -10,5 +10,6 @@ mod experiments;
 mod helpers;
 mod isolation;
 mod kafka;
+mod mlflow;
 mod probes;
 mod runs;

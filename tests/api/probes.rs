@@ -85,6 +85,13 @@ async fn the_openapi_document_covers_every_route_and_its_errors() {
             "/api/v1/experiments/{experiment_id}/runs/{run_id}/log-batch",
             "post",
         ),
+        (
+            "/api/v1/experiments/{experiment_id}/runs/{run_id}/promote",
+            "post",
+        ),
+        ("/api/v1/experiments/{experiment_id}/promote-best", "post"),
+        ("/api/v1/models", "get"),
+        ("/api/v1/models/{model_id}", "get"),
         ("/api/v1/events", "get"),
         ("/live", "get"),
         ("/ready", "get"),

@@ -182,9 +182,9 @@ on_both_stores! {
         let mixed = app.get(&format!("{path}?order_by=metrics.auc&page_token={token}")).await;
         let bad_order = app.get(&format!("{path}?order_by=colour")).await;
 
-        let problem = expect_problem(mixed, StatusCode::UNPROCESSABLE_ENTITY).await;
+        let problem = expect_problem(mixed, StatusCode::BAD_REQUEST).await;
         assert_eq!(problem_fields(&problem), ["page_token"]);
-        let problem = expect_problem(bad_order, StatusCode::UNPROCESSABLE_ENTITY).await;
+        let problem = expect_problem(bad_order, StatusCode::BAD_REQUEST).await;
         assert_eq!(problem_fields(&problem), ["order_by"]);
     }
 
@@ -216,5 +216,89 @@ on_both_stores! {
         for response in [create, list, get, log, patch] {
             expect_problem(response, StatusCode::NOT_FOUND).await;
         }
+    }
+
+    async fn a_filter_selects_runs_and_only_the_asked_columns_come_back(app: TestApp) {
+        let experiment = app.create_experiment("filtered").await;
+        for (name, model, auc, status) in [
+            ("a", "xgboost", 0.91, "FINISHED"),
+            ("b", "xgboost", 0.72, "FINISHED"),
+            ("c", "linear", 0.95, "FINISHED"),
+            ("d", "xgboost", 0.97, "FAILED"),
+        ] {
+            let run = json!({
+                "name": name, "status": status, "params": {"model": model, "seed": "1"},
+                "metrics": [{"key": "auc", "value": auc}, {"key": "loss", "value": 1.0 - auc}]
+            });
+            app.create_run(&experiment, &run).await;
+        }
+        let filter = "metrics.auc > 0.8 and params.model = 'xgboost' and attributes.status = 'FINISHED'";
+
+        let found = app
+            .request(reqwest::Method::GET, &runs_path(&experiment))
+            .query(&[("filter", filter), ("metric_keys", "auc"), ("param_keys", "model")])
+            .send()
+            .await
+            .unwrap();
+        let everything_but = app
+            .request(reqwest::Method::GET, &runs_path(&experiment))
+            .query(&[("filter", "params.model != 'linear'"), ("order_by", "attributes.status DESC, metrics.auc")])
+            .send()
+            .await
+            .unwrap();
+
+        let found = expect_status(found, StatusCode::OK).await;
+        let items = found["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0]["name"], "a");
+        assert_eq!(items[0]["metrics"].as_array().unwrap().len(), 1);
+        assert_eq!(items[0]["params"], json!({"model": "xgboost"}));
+        let problem = expect_problem(everything_but, StatusCode::BAD_REQUEST).await;
+        assert_eq!(problem_fields(&problem), ["order_by"]);
+    }
+
+    async fn several_order_keys_page_through_every_run_once(app: TestApp) {
+        let experiment = app.create_experiment("multi-order").await;
+        for i in 0..9 {
+            let run = json!({
+                "name": format!("r{i}"), "status": "FINISHED",
+                "params": {"group": if i % 3 == 0 { "x" } else { "y" }},
+                "metrics": if i == 4 { json!([]) } else { json!([{"key": "auc", "value": f64::from(i % 4) / 10.0}]) }
+            });
+            app.create_run(&experiment, &run).await;
+        }
+
+        let path = format!("{}?order_by=params.group%20DESC,%20metrics.auc%20DESC", runs_path(&experiment));
+        let runs = collect_pages(&app, &path, 2).await;
+
+        let seen: Vec<(String, Option<f64>)> = runs
+            .iter()
+            .map(|r| (r["params"]["group"].as_str().unwrap().to_owned(), metric_value(r, "auc")))
+            .collect();
+        assert_eq!(seen.len(), 9);
+        let mut ids: Vec<&str> = runs.iter().map(|r| r["id"].as_str().unwrap()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 9, "no run twice");
+        let groups: Vec<&str> = seen.iter().map(|(g, _)| g.as_str()).collect();
+        assert_eq!(groups, ["y", "y", "y", "y", "y", "y", "x", "x", "x"]);
+        let y: Vec<Option<f64>> = seen[..6].iter().map(|(_, v)| *v).collect();
+        assert_eq!(y, [Some(0.3), Some(0.2), Some(0.1), Some(0.1), Some(0.0), None]);
+    }
+
+    async fn a_malformed_filter_points_at_the_bad_token(app: TestApp) {
+        let experiment = app.create_experiment("bad-filter").await;
+
+        let response = app
+            .request(reqwest::Method::GET, &runs_path(&experiment))
+            .query(&[("filter", "metrics.auc > 0.8 or params.model = 'x'")])
+            .send()
+            .await
+            .unwrap();
+
+        let problem = expect_problem(response, StatusCode::BAD_REQUEST).await;
+        assert_eq!(problem_fields(&problem), ["filter"]);
+        let message = problem["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains("character 19") && message.contains("OR"), "{message}");
     }
 }

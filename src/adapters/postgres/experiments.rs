@@ -2,7 +2,7 @@ use async_trait::async_trait;
 use sqlx::types::Json;
 
 use crate::adapters::postgres::{prepare, rows, PgStore};
-use crate::adapters::sql::{db_error, experiments_page, Dialect};
+use crate::adapters::sql::{db_error, experiments_page, Dialect, EXPERIMENT_COLUMNS};
 use crate::core::events::DomainEvent;
 use crate::core::experiment::{Experiment, ExperimentFilter};
 use crate::core::pagination::PageRequest;
@@ -43,10 +43,9 @@ impl ExperimentStore for PgStore {
         id: ExperimentId,
     ) -> Result<Option<Experiment>> {
         let mut tx = self.begin_for(tenant).await?;
-        let row = sqlx::query(
-            "SELECT id, name, description, tags, created_at, updated_at, version \
-             FROM experiments WHERE tenant_id = $1 AND id = $2",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {EXPERIMENT_COLUMNS} FROM experiments WHERE tenant_id = $1 AND id = $2"
+        ))
         .bind(tenant.as_uuid())
         .bind(id.as_uuid())
         .fetch_optional(&mut *tx)

@@ -7,6 +7,8 @@
 
 mod experiments;
 mod migrate;
+mod mlflow_sync;
+mod models;
 mod outbox;
 mod rows;
 mod runs;
@@ -21,7 +23,7 @@ use sqlx::query::Query;
 use sqlx::{ConnectOptions, PgPool, Postgres, Transaction};
 
 use crate::adapters::sql::{db_error, Bind, Sql};
-use crate::adapters::OutboxSignal;
+use crate::adapters::ChangeSignal;
 use crate::core::events::DomainEvent;
 use crate::core::ports::{PoolStats, StoreHealth};
 use crate::core::{Result, TenantId};
@@ -30,7 +32,7 @@ use crate::settings::{DatabaseSettings, Secret};
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
-    signal: OutboxSignal,
+    signal: ChangeSignal,
 }
 
 impl PgStore {
@@ -38,7 +40,7 @@ impl PgStore {
     pub fn connect_lazy(
         url: &Secret,
         settings: &DatabaseSettings,
-        signal: OutboxSignal,
+        signal: ChangeSignal,
     ) -> anyhow::Result<Self> {
         let options = connect_options(url)?;
         let pool = PgPoolOptions::new()

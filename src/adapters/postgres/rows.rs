@@ -11,6 +11,7 @@ use uuid::Uuid;
 use crate::adapters::sql::db_error;
 use crate::core::experiment::Experiment;
 use crate::core::run::{Metric, Run, RunStatus};
+use crate::core::tracking::MlflowLink;
 use crate::core::{Error, Result, TenantId};
 
 pub(super) fn experiment(row: &PgRow, tenant: TenantId) -> Result<Experiment> {
@@ -25,6 +26,7 @@ pub(super) fn experiment(row: &PgRow, tenant: TenantId) -> Result<Experiment> {
         created_at: row.try_get("created_at").map_err(db_error)?,
         updated_at: row.try_get("updated_at").map_err(db_error)?,
         version: row.try_get("version").map_err(db_error)?,
+        mlflow: mlflow_link(row)?,
     })
 }
 
@@ -52,7 +54,19 @@ pub(super) fn run(row: &PgRow, tenant: TenantId) -> Result<Run> {
         created_at: row.try_get("created_at").map_err(db_error)?,
         updated_at: row.try_get("updated_at").map_err(db_error)?,
         version: row.try_get("version").map_err(db_error)?,
+        mlflow: mlflow_link(row)?,
     })
+}
+
+/// The MLflow columns every experiment and run query selects.
+fn mlflow_link(row: &PgRow) -> Result<MlflowLink> {
+    Ok(MlflowLink::from_stored(
+        row.try_get("mlflow_id").map_err(db_error)?,
+        row.try_get("version").map_err(db_error)?,
+        row.try_get("mlflow_synced_version").map_err(db_error)?,
+        row.try_get("mlflow_error").map_err(db_error)?,
+        row.try_get("mlflow_synced_at").map_err(db_error)?,
+    ))
 }
 
 /// Loads the latest metrics of `runs` with one query.

@@ -12,7 +12,7 @@ use crate::core::events::DomainEvent;
 use crate::core::pagination::PageRequest;
 use crate::core::ports::RunStore;
 use crate::core::run::{LogBatch, Metric, Run};
-use crate::core::run_query::RunOrder;
+use crate::core::run_query::RunQuery;
 use crate::core::{Error, ExperimentId, Result, RunId, TenantId};
 
 /// Columns of metrics, as parallel arrays for `UNNEST`.
@@ -132,10 +132,10 @@ impl RunStore for PgStore {
         &self,
         tenant: TenantId,
         experiment: ExperimentId,
-        order: &RunOrder,
+        query: &RunQuery,
         page: &PageRequest,
     ) -> Result<Vec<Run>> {
-        let sql = runs_page(Dialect::Postgres, tenant, experiment, order, page);
+        let sql = runs_page(Dialect::Postgres, tenant, experiment, query, page);
         let mut tx = self.begin_for(tenant).await?;
         let found = prepare(&sql).fetch_all(&mut *tx).await.map_err(db_error)?;
         let mut runs = found

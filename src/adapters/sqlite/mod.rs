@@ -5,6 +5,8 @@
 //! WAL mode, never wait for writes. Isolation rests on every statement filtering by `tenant_id`.
 
 mod experiments;
+mod mlflow_sync;
+mod models;
 mod outbox;
 mod rows;
 mod runs;
@@ -21,7 +23,7 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions, Sqlite, SqlitePool, Transaction};
 
 use crate::adapters::sql::{db_error, to_millis, Bind, Sql};
-use crate::adapters::OutboxSignal;
+use crate::adapters::ChangeSignal;
 use crate::core::events::DomainEvent;
 use crate::core::ports::{PoolStats, StoreHealth};
 use crate::core::Result;
@@ -33,7 +35,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
-    signal: OutboxSignal,
+    signal: ChangeSignal,
 }
 
 impl SqliteStore {
@@ -41,7 +43,7 @@ impl SqliteStore {
     pub async fn open(
         path: &Path,
         settings: &DatabaseSettings,
-        signal: OutboxSignal,
+        signal: ChangeSignal,
     ) -> anyhow::Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {

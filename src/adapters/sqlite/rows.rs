@@ -10,6 +10,7 @@ use crate::adapters::sql::{db_error, from_millis, Bind, Dialect, Sql};
 use crate::adapters::sqlite::prepare;
 use crate::core::experiment::Experiment;
 use crate::core::run::{Metric, Run, RunStatus};
+use crate::core::tracking::MlflowLink;
 use crate::core::{Error, Result, TenantId};
 
 fn internal(e: impl std::fmt::Display) -> Error {
@@ -27,6 +28,7 @@ pub(super) fn experiment(row: &SqliteRow, tenant: TenantId) -> Result<Experiment
         created_at: from_millis(row.try_get("created_at").map_err(db_error)?),
         updated_at: from_millis(row.try_get("updated_at").map_err(db_error)?),
         version: row.try_get("version").map_err(db_error)?,
+        mlflow: mlflow_link(row)?,
     })
 }
 
@@ -52,7 +54,20 @@ pub(super) fn run(row: &SqliteRow, tenant: TenantId) -> Result<Run> {
         created_at: from_millis(row.try_get("created_at").map_err(db_error)?),
         updated_at: from_millis(row.try_get("updated_at").map_err(db_error)?),
         version: row.try_get("version").map_err(db_error)?,
+        mlflow: mlflow_link(row)?,
     })
+}
+
+/// The MLflow columns every experiment and run query selects.
+fn mlflow_link(row: &SqliteRow) -> Result<MlflowLink> {
+    let synced_at: Option<i64> = row.try_get("mlflow_synced_at").map_err(db_error)?;
+    Ok(MlflowLink::from_stored(
+        row.try_get("mlflow_id").map_err(db_error)?,
+        row.try_get("version").map_err(db_error)?,
+        row.try_get("mlflow_synced_version").map_err(db_error)?,
+        row.try_get("mlflow_error").map_err(db_error)?,
+        synced_at.map(from_millis),
+    ))
 }
 
 /// Loads the latest metrics of `runs` with one query.

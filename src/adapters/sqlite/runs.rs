@@ -12,7 +12,7 @@ use crate::core::events::DomainEvent;
 use crate::core::pagination::PageRequest;
 use crate::core::ports::RunStore;
 use crate::core::run::{LogBatch, Metric, Run};
-use crate::core::run_query::RunOrder;
+use crate::core::run_query::RunQuery;
 use crate::core::{Error, ExperimentId, Result, RunId, TenantId};
 
 fn to_json(map: &BTreeMap<String, String>) -> Result<String> {
@@ -86,10 +86,10 @@ impl RunStore for SqliteStore {
         &self,
         tenant: TenantId,
         experiment: ExperimentId,
-        order: &RunOrder,
+        query: &RunQuery,
         page: &PageRequest,
     ) -> Result<Vec<Run>> {
-        let sql = runs_page(Dialect::Sqlite, tenant, experiment, order, page);
+        let sql = runs_page(Dialect::Sqlite, tenant, experiment, query, page);
         let mut tx = self.reader.begin().await.map_err(db_error)?;
         let found = prepare(&sql).fetch_all(&mut *tx).await.map_err(db_error)?;
         let mut runs = found

@@ -31,7 +31,7 @@ impl EventService {
             rows,
             page,
             EVENT_ORDERING,
-            |e: &StoredEvent| (Some(SortValue::Int(e.sequence)), e.event.id),
+            |e: &StoredEvent| (vec![SortValue::Int(e.sequence)], e.event.id),
         ))
     }
 }

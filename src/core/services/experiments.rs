@@ -4,7 +4,7 @@ use tracing::info;
 
 use crate::core::events::DomainEvent;
 use crate::core::experiment::{Experiment, ExperimentFilter, NewExperiment};
-use crate::core::pagination::{Page, PageRequest, SortValue};
+use crate::core::pagination::{Page, PageRequest};
 use crate::core::ports::ExperimentStore;
 use crate::core::{run, Error, ExperimentId, Result, TenantId};
 
@@ -53,7 +53,7 @@ impl ExperimentService {
             rows,
             page,
             EXPERIMENT_ORDERING,
-            |e: &Experiment| (None::<SortValue>, *e.id.as_uuid()),
+            |e: &Experiment| (Vec::new(), *e.id.as_uuid()),
         ))
     }
 }

@@ -3,8 +3,10 @@
 
 mod events;
 mod experiments;
+mod models;
 mod runs;
 
 pub use events::{EventService, EVENT_ORDERING};
 pub use experiments::{ExperimentService, EXPERIMENT_ORDERING};
+pub use models::{ModelService, Promoted, MODEL_ORDERING};
 pub use runs::RunService;

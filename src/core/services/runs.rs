@@ -6,7 +6,7 @@ use crate::core::events::DomainEvent;
 use crate::core::pagination::{Page, PageRequest};
 use crate::core::ports::{ExperimentStore, RunStore};
 use crate::core::run::{self, LogBatch, NewRun, Run, RunUpdate};
-use crate::core::run_query::RunOrder;
+use crate::core::run_query::RunQuery;
 use crate::core::{Error, ExperimentId, Result, RunId, TenantId};
 
 /// How often an update is retried when another writer changed the run in between.
@@ -23,9 +23,9 @@ impl RunService {
         Self { experiments, runs }
     }
 
-    /// The ordering tag of run page tokens for `order`.
-    pub fn ordering_tag(order: &RunOrder) -> String {
-        format!("runs:{order}")
+    /// The tag of run page tokens for `query`: a token only continues the listing it came from.
+    pub fn ordering_tag(query: &RunQuery) -> String {
+        format!("runs:{}", query.describe())
     }
 
     #[tracing::instrument(skip_all, fields(tenant.id = %tenant, experiment.id = %experiment))]
@@ -56,7 +56,7 @@ impl RunService {
         &self,
         tenant: TenantId,
         experiment: ExperimentId,
-        order: &RunOrder,
+        query: &RunQuery,
         page: &PageRequest,
     ) -> Result<Page<Run>> {
         if self
@@ -68,11 +68,11 @@ impl RunService {
             return Err(Error::not_found("experiment", experiment));
         }
 
-        let rows = self.runs.list_runs(tenant, experiment, order, page).await?;
+        let rows = self.runs.list_runs(tenant, experiment, query, page).await?;
 
-        let ordering = Self::ordering_tag(order);
+        let ordering = Self::ordering_tag(query);
         Ok(Page::from_overfetch(rows, page, &ordering, |r: &Run| {
-            (Some(order.sort_value(r)), *r.id.as_uuid())
+            (query.order.sort_values(r), *r.id.as_uuid())
         }))
     }
 

@@ -4,7 +4,9 @@
 # 1 and 32. Each run carries 10 metrics, 5 params and 3 tags. Each store is measured twice:
 # with publishing off (events stay in the outbox) and with the relay publishing to the tansu
 # broker that scripts/services.sh starts, where the outbox figures (events/s from commit to
-# broker acknowledgement, lag p50/p99) are read from the outbox afterwards.
+# broker acknowledgement, lag p50/p99) are read from the outbox afterwards. Then
+# scripts/bench_mlflow.sh measures logging through the service against logging straight into
+# MLflow, the sync worker's drain, and run comparison over 100,000 runs.
 # Writes bench-results/summary.md.
 #
 #   BENCH_SECONDS=20 scripts/bench.sh
@@ -14,24 +16,16 @@ cd "$(dirname "$0")/.."
 MEASURE_SECONDS="${BENCH_SECONDS:-20}"
 PORT="${BENCH_PORT:-18080}"
 OUT=bench-results
-ADMIN="postgres://postgres@127.0.0.1:5432/postgres"
 mkdir -p "$OUT"
 
 cargo build --release --locked --bin aumos-mlops-lifecycle --bin aumos-loadgen
 BIN=target/release/aumos-mlops-lifecycle
 LOADGEN=target/release/aumos-loadgen
 
-trap 'scripts/services.sh stop; [ -n "${SERVER:-}" ] && kill "$SERVER" 2>/dev/null || true' EXIT
-scripts/services.sh start >/dev/null
-
-bench_database() {
-    for role in aumos_bench_owner aumos_bench_app; do
-        psql "$ADMIN" -qc "DO \$\$ BEGIN CREATE ROLE $role LOGIN NOSUPERUSER NOBYPASSRLS; \
-            EXCEPTION WHEN duplicate_object THEN NULL; END \$\$" >/dev/null
-    done
-    psql "$ADMIN" -qc "DROP DATABASE IF EXISTS aumos_bench WITH (FORCE)" >/dev/null
-    psql "$ADMIN" -qc "CREATE DATABASE aumos_bench OWNER aumos_bench_owner" >/dev/null
-}
+. scripts/bench_lib.sh
+trap 'stop_server; scripts/services.sh stop' EXIT
+services_env=$(scripts/services.sh start)
+MLFLOW_BIN=$(sed -n 's/^AUMOS_TEST_MLFLOW_BIN=//p' <<<"$services_env")
 
 run_backend() {
     local backend=$1 kafka=$2
@@ -47,16 +41,10 @@ run_backend() {
     local location="$data/mlops.db"
     if [ "$backend" = postgres ]; then
         bench_database
-        env+=(AUMOS_DATABASE__URL=postgres://aumos_bench_app@127.0.0.1:5432/aumos_bench
-              AUMOS_DATABASE__MIGRATION_URL=postgres://aumos_bench_owner@127.0.0.1:5432/aumos_bench)
-        location=postgres://postgres@127.0.0.1:5432/aumos_bench
+        env+=(AUMOS_DATABASE__URL="$BENCH_APP_URL" AUMOS_DATABASE__MIGRATION_URL="$BENCH_OWNER_URL")
+        location=$BENCH_SUPER_URL
     fi
-    env "${env[@]}" "$BIN" serve &
-    SERVER=$!
-    for _ in $(seq 1 100); do
-        curl -sf "http://127.0.0.1:$PORT/live" >/dev/null && break
-        sleep 0.1
-    done
+    start_server "${env[@]}"
     local tenant token
     tenant=$(cat /proc/sys/kernel/random/uuid)
     token=$(env "${env[@]}" "$BIN" token --tenant "$tenant")
@@ -72,12 +60,8 @@ run_backend() {
                 "$label" "$concurrency" | tee -a "$OUT/events.jsonl"
         fi
     done
-    local rss_kb
-    rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$SERVER/status")
-    echo "{\"label\":\"$label\",\"peak_rss_mib\":$((rss_kb / 1024))}" | tee -a "$OUT/rss.jsonl"
-    kill "$SERVER"
-    wait "$SERVER" || true
-    SERVER=
+    echo "{\"label\":\"$label\",\"peak_rss_mib\":$(server_peak_rss_mib)}" | tee -a "$OUT/rss.jsonl"
+    stop_server
     rm -rf "$data"
 }
 
@@ -88,6 +72,8 @@ for backend in sqlite postgres; do
     run_backend "$backend" off
     run_backend "$backend" on
 done
+MEASURE_SECONDS=$MEASURE_SECONDS BIN=$BIN LOADGEN=$LOADGEN PORT=$PORT OUT=$OUT \
+    MLFLOW_BIN=$MLFLOW_BIN bash scripts/bench_mlflow.sh
 
 python3 - "$OUT" <<'PY'
 import json, platform, subprocess, sys
@@ -109,7 +95,8 @@ for e in events:
     lines.append(f"| {e['label']} | {e['concurrency']} | {e['events']} | "
                  f"{e['events_per_second']:.0f} | {e['lag_p50_ms']} | {e['lag_p99_ms']} | "
                  f"{e['drain_seconds_after_load']} |")
-text = "\n".join(lines) + "\n"
+mlflow = open(f"{out}/summary-mlflow.md").read()
+text = "\n".join(lines) + "\n\n" + mlflow
 open(f"{out}/summary.md", "w").write(text)
 print(text)
 PY

@@ -104,19 +104,23 @@ TOOLS_DIR="${AUMOS_TOOLS_DIR:-$HOME/.cache/aumos}"
 MLFLOW_VENV="$TOOLS_DIR/mlflow-$MLFLOW_VERSION"
 MLFLOW_PORT=5000
 
+# psycopg2 lets the benchmark run MLflow on a PostgreSQL backend store.
+MLFLOW_PACKAGES="mlflow==$MLFLOW_VERSION psycopg2-binary==2.9.13"
+
 ensure_mlflow() {
-    # The stamp is written last, so an interrupted install is redone from scratch.
-    if [ -e "$MLFLOW_VENV/.installed" ]; then
+    # The stamp names what was installed and is written last, so an interrupted or outdated
+    # install is redone from scratch.
+    if [ "$(cat "$MLFLOW_VENV/.installed" 2>/dev/null)" = "$MLFLOW_PACKAGES" ]; then
         return
     fi
-    log "installing mlflow $MLFLOW_VERSION into $MLFLOW_VENV (once; about a minute)"
+    log "installing $MLFLOW_PACKAGES into $MLFLOW_VENV (once; about a minute)"
     rm -rf "$MLFLOW_VENV"
     mkdir -p "$TOOLS_DIR"
     python3 -m venv "$MLFLOW_VENV"
     "$MLFLOW_VENV/bin/pip" install -q --disable-pip-version-check uv
-    "$MLFLOW_VENV/bin/uv" pip install -q --python "$MLFLOW_VENV/bin/python" \
-        "mlflow==$MLFLOW_VERSION"
-    touch "$MLFLOW_VENV/.installed"
+    # shellcheck disable=SC2086 # one word per package
+    "$MLFLOW_VENV/bin/uv" pip install -q --python "$MLFLOW_VENV/bin/python" $MLFLOW_PACKAGES
+    echo "$MLFLOW_PACKAGES" >"$MLFLOW_VENV/.installed"
 }
 
 start_mlflow() {

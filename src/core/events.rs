@@ -21,16 +21,19 @@ pub enum AggregateKind {
     Experiment,
     Run,
     Model,
+    Deployment,
 }
 
 impl AggregateKind {
-    pub const ALL: [AggregateKind; 3] = [Self::Experiment, Self::Run, Self::Model];
+    pub const ALL: [AggregateKind; 4] =
+        [Self::Experiment, Self::Run, Self::Model, Self::Deployment];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Experiment => "experiment",
             Self::Run => "run",
             Self::Model => "model",
+            Self::Deployment => "deployment",
         }
     }
 
@@ -40,6 +43,7 @@ impl AggregateKind {
             Self::Experiment => "experiments",
             Self::Run => "runs",
             Self::Model => "models",
+            Self::Deployment => "deployments",
         }
     }
 }
@@ -57,7 +61,7 @@ impl FromStr for AggregateKind {
         Self::ALL
             .into_iter()
             .find(|k| k.as_str() == s)
-            .ok_or_else(|| format!("expected one of experiment, run, model; got {s:?}"))
+            .ok_or_else(|| format!("expected one of experiment, run, model, deployment; got {s:?}"))
     }
 }
 

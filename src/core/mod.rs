@@ -1,6 +1,7 @@
 //! The domain: types that cannot hold invalid values, the rules of each aggregate, the services
 //! that apply them, and the port traits the adapters implement. Nothing here performs I/O.
 
+pub mod deployment;
 pub mod error;
 pub mod events;
 pub mod experiment;
@@ -16,4 +17,4 @@ pub mod tracking;
 pub mod validation;
 
 pub use error::{Error, Result};
-pub use ids::{ExperimentId, ModelId, RunId, TenantId};
+pub use ids::{DeploymentId, ExperimentId, ModelId, RunId, TenantId};

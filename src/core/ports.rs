@@ -14,6 +14,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::core::deployment::{
+    Deployment, DeploymentFilter, HistoryEntry, ProbeResult, StableChange, StableVersion,
+    TrafficReport,
+};
 use crate::core::events::{AggregateKind, Backlog, DomainEvent, EventFilter, StoredEvent};
 use crate::core::experiment::{Experiment, ExperimentFilter};
 use crate::core::model::{Model, Promotion};
@@ -24,7 +28,7 @@ use crate::core::tracking::{
     ExperimentClaim, LogChunk, RegisteredVersion, RunClaim, RunSyncWork, SyncProgress, SyncTarget,
     TenantNamespace, TrackingError,
 };
-use crate::core::{ExperimentId, ModelId, Result, RunId, TenantId};
+use crate::core::{DeploymentId, ExperimentId, ModelId, Result, RunId, TenantId};
 
 #[async_trait]
 pub trait ExperimentStore: Send + Sync + 'static {
@@ -298,4 +302,102 @@ pub trait ModelStore: Send + Sync + 'static {
 
     /// Up to `page.fetch_limit()` models, newest first, after `page.after`.
     async fn list_models(&self, tenant: TenantId, page: &PageRequest) -> Result<Vec<Model>>;
+}
+
+/// Deployments, their history, and the traffic the serving layer reports for them.
+#[async_trait]
+pub trait DeploymentStore: Send + Sync + 'static {
+    /// Stores a new deployment with its first history entries and their events. Another
+    /// active deployment of the same model in the same environment is `Error::Conflict` on
+    /// `target_environment`, naming it.
+    async fn insert_deployment(
+        &self,
+        deployment: &Deployment,
+        history: &[HistoryEntry],
+        events: &[DomainEvent],
+    ) -> Result<()>;
+
+    async fn find_deployment(
+        &self,
+        tenant: TenantId,
+        id: DeploymentId,
+    ) -> Result<Option<Deployment>>;
+
+    /// Up to `page.fetch_limit()` deployments, newest first, after `page.after`.
+    async fn list_deployments(
+        &self,
+        tenant: TenantId,
+        filter: &DeploymentFilter,
+        page: &PageRequest,
+    ) -> Result<Vec<Deployment>>;
+
+    /// Saves a decision if the stored version is still `expected_version` (otherwise
+    /// `Error::Conflict` on `version`): writes `deployment` (whose `version` the caller has
+    /// bumped), releases any controller claim, appends the history and its events, applies the
+    /// stable-version change, and drops reports older than the analysis window.
+    async fn save_deployment(
+        &self,
+        deployment: &Deployment,
+        expected_version: i64,
+        history: &[HistoryEntry],
+        stable: Option<StableChange>,
+        events: &[DomainEvent],
+    ) -> Result<()>;
+
+    /// Up to `page.fetch_limit()` history entries, oldest first, after `page.after`.
+    async fn list_history(
+        &self,
+        tenant: TenantId,
+        id: DeploymentId,
+        page: &PageRequest,
+    ) -> Result<Vec<HistoryEntry>>;
+
+    /// Stores a traffic report of the deployment's serving layer.
+    async fn insert_report(
+        &self,
+        tenant: TenantId,
+        id: DeploymentId,
+        report: &TrafficReport,
+    ) -> Result<()>;
+
+    /// The reports received since `since`.
+    async fn reports_since(
+        &self,
+        tenant: TenantId,
+        id: DeploymentId,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<TrafficReport>>;
+
+    /// The model's stable version in the environment, if a deployment made one.
+    async fn stable_version(
+        &self,
+        tenant: TenantId,
+        model: ModelId,
+        environment: &str,
+    ) -> Result<Option<StableVersion>>;
+
+    /// The active deployment of the model in the environment, if any.
+    async fn active_deployment(
+        &self,
+        tenant: TenantId,
+        model: ModelId,
+        environment: &str,
+    ) -> Result<Option<DeploymentId>>;
+}
+
+/// What the rollout controller needs beyond the store. Claims reach across tenants: the
+/// controller drives everyone's deployments.
+#[async_trait]
+pub trait RolloutQueue: Send + Sync + 'static {
+    /// Leases up to `max` deployments whose next look is due, most overdue first.
+    async fn claim_due(&self, worker: &str, max: u32, lease: Duration) -> Result<Vec<Deployment>>;
+
+    /// Gives a claim back without a decision; the deployment is due again at once.
+    async fn release(&self, tenant: TenantId, id: DeploymentId, worker: &str) -> Result<()>;
+}
+
+/// Probes a variant's health endpoint: a 2xx answer within the timeout is healthy.
+#[async_trait]
+pub trait HealthProber: Send + Sync + 'static {
+    async fn probe(&self, url: &str) -> ProbeResult;
 }

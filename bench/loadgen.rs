@@ -157,7 +157,10 @@ impl Sink {
                     .map(|(k, v)| json!({"key": k, "value": v}))
                     .collect();
                 let to_map = |pairs: &[(&str, String)]| -> Value {
-                    pairs.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect()
+                    pairs
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), json!(v)))
+                        .collect()
                 };
                 let body = json!({
                     "name": run.name, "status": "FINISHED", "metrics": metrics,
@@ -211,7 +214,11 @@ fn service(client: &reqwest::Client, options: &Options, path: &str) -> reqwest::
 
 /// Posts JSON and returns the answer's body; anything but a 2xx is an error.
 async fn post(request: reqwest::RequestBuilder, body: Value) -> Result<Value, String> {
-    let response = request.json(&body).send().await.map_err(|e| e.to_string())?;
+    let response = request
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
     let status = response.status();
     let text = response.text().await.map_err(|e| e.to_string())?;
     if !status.is_success() {

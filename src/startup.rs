@@ -11,6 +11,7 @@ use tracing::{info, warn};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::adapters::http_probe::HttpProber;
 use crate::adapters::kafka::{EventNaming, KafkaPublisher};
 use crate::adapters::mlflow::MlflowClient;
 use crate::adapters::postgres::{self, PgStore, RoleCheck};
@@ -21,13 +22,16 @@ use crate::api::observability::Metrics;
 use crate::api::MlflowAccess;
 use crate::api::{self, AppState};
 use crate::core::ports::{
-    EventLog, ExperimentStore, MlflowSyncStore, ModelStore, Outbox, RunStore, StoreHealth,
-    TrackingServer,
+    DeploymentStore, EventLog, ExperimentStore, MlflowSyncStore, ModelStore, Outbox, RolloutQueue,
+    RunStore, StoreHealth, TrackingServer,
 };
-use crate::core::services::{EventService, ExperimentService, ModelService, RunService};
+use crate::core::services::{
+    DeploymentService, EventService, ExperimentService, ModelService, RunService,
+};
 use crate::settings::{DatabaseBackend, DatabaseSettings, Settings};
 use crate::workers::mlflow_sync::MlflowSync;
 use crate::workers::outbox_relay::OutboxRelay;
+use crate::workers::rollout_controller::{RolloutController, RolloutMetrics};
 use crate::workers::DependencyWatch;
 
 /// The storage adapter chosen by `AUMOS_DATABASE__URL`.
@@ -70,6 +74,8 @@ impl Store {
                 + Outbox
                 + MlflowSyncStore
                 + ModelStore
+                + DeploymentStore
+                + RolloutQueue
                 + Clone,
         {
             Ports {
@@ -80,6 +86,8 @@ impl Store {
                 outbox: Arc::new(store.clone()),
                 mlflow_sync: Arc::new(store.clone()),
                 models: Arc::new(store.clone()),
+                deployments: Arc::new(store.clone()),
+                rollout_queue: Arc::new(store.clone()),
             }
         }
         match self {
@@ -105,6 +113,8 @@ struct Ports {
     outbox: Arc<dyn Outbox>,
     mlflow_sync: Arc<dyn MlflowSyncStore>,
     models: Arc<dyn ModelStore>,
+    deployments: Arc<dyn DeploymentStore>,
+    rollout_queue: Arc<dyn RolloutQueue>,
 }
 
 /// A built application: bound to its port, ready to serve.
@@ -114,6 +124,7 @@ pub struct Application {
     store: Store,
     relay: Option<OutboxRelay>,
     mlflow_sync: Option<MlflowSync>,
+    controller: Option<RolloutController>,
 }
 
 impl Application {
@@ -164,7 +175,7 @@ impl Application {
                     ports.mlflow_sync.clone(),
                     ports.experiments.clone(),
                     tracking.clone(),
-                    signal,
+                    signal.clone(),
                     DependencyWatch::default(),
                     settings.mlflow.clone(),
                 );
@@ -175,6 +186,33 @@ impl Application {
                 (Some(access), Some(worker))
             }
         };
+        let rollout_metrics = RolloutMetrics::default();
+        let controller = if settings.rollout.controller.enabled {
+            let prober = HttpProber::new(
+                settings.rollout.defaults.probe_targets.clone(),
+                settings.rollout.probe_timeout,
+            )
+            .context("cannot build the health prober")?;
+            Some(RolloutController::new(
+                ports.rollout_queue.clone(),
+                ports.deployments.clone(),
+                Arc::new(prober),
+                signal,
+                settings.rollout.controller.clone(),
+                rollout_metrics.clone(),
+            ))
+        } else {
+            warn!(
+                "AUMOS_CONTROLLER__ENABLED is false: this replica drives no deployments; \
+                 another replica must run the controller"
+            );
+            None
+        };
+        let deployments = DeploymentService::new(
+            ports.deployments.clone(),
+            ports.models.clone(),
+            settings.rollout.defaults.clone(),
+        );
         let authenticator = Arc::new(Authenticator::from_settings(&settings.auth)?);
         let models = ModelService::new(
             ports.models,
@@ -188,9 +226,14 @@ impl Application {
             experiments: ExperimentService::new(ports.experiments.clone()),
             runs: RunService::new(ports.experiments, ports.runs),
             models,
+            deployments,
             events: EventService::new(ports.events),
             event_source: naming.source,
-            metrics: Arc::new(Metrics::new(&settings.service_name, ports.health.clone())),
+            metrics: Arc::new(Metrics::new(
+                &settings.service_name,
+                ports.health.clone(),
+                &rollout_metrics,
+            )),
             store_health: ports.health,
             outbox: ports.outbox,
             relay_status: relay.as_ref().map(OutboxRelay::status),
@@ -220,6 +263,7 @@ impl Application {
             store,
             relay,
             mlflow_sync,
+            controller,
         })
     }
 
@@ -244,6 +288,9 @@ impl Application {
         let mlflow_sync = self
             .mlflow_sync
             .map(|worker| tokio::spawn(worker.run(workers.child_token())));
+        let controller = self
+            .controller
+            .map(|worker| tokio::spawn(worker.run(workers.child_token())));
         info!(http.port = port, "serving");
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
@@ -257,6 +304,11 @@ impl Application {
         if let Some(worker) = mlflow_sync {
             if let Err(error) = worker.await {
                 warn!(%error, "the MLflow sync worker ended abnormally");
+            }
+        }
+        if let Some(worker) = controller {
+            if let Err(error) = worker.await {
+                warn!(%error, "the rollout controller ended abnormally");
             }
         }
         self.store.close().await;

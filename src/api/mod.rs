@@ -31,7 +31,9 @@ use crate::api::auth::Authenticator;
 use crate::api::observability::{MakeRequestUuidV7, Metrics};
 use crate::api::problem::{ApiError, PROBLEM_JSON};
 use crate::core::ports::{MlflowSyncStore, Outbox, StoreHealth, TrackingServer};
-use crate::core::services::{EventService, ExperimentService, ModelService, RunService};
+use crate::core::services::{
+    DeploymentService, EventService, ExperimentService, ModelService, RunService,
+};
 use crate::settings::HttpSettings;
 use crate::workers::DependencyWatch;
 
@@ -41,6 +43,7 @@ pub struct AppState {
     pub experiments: ExperimentService,
     pub runs: RunService,
     pub models: ModelService,
+    pub deployments: DeploymentService,
     pub events: EventService,
     /// CloudEvents `source` of this service's events.
     pub event_source: String,

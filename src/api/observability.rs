@@ -21,6 +21,7 @@ use tower_http::request_id::{MakeRequestId, RequestId};
 use tracing::Instrument;
 
 use crate::core::ports::StoreHealth;
+use crate::workers::rollout_controller::RolloutMetrics;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -69,8 +70,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(service: &str, store: Arc<dyn StoreHealth>) -> Self {
+    pub fn new(service: &str, store: Arc<dyn StoreHealth>, rollout: &RolloutMetrics) -> Self {
         let mut registry = Registry::with_prefix("aumos");
+        rollout.register(&mut registry);
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "http_requests",

@@ -3,6 +3,7 @@
 
 pub mod mlflow_sync;
 pub mod outbox_relay;
+pub mod rollout_controller;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;

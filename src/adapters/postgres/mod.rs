@@ -5,6 +5,7 @@
 //! transaction only, so a pooled connection never carries one tenant's setting into another's
 //! work, and a statement that forgot its `tenant_id` filter still sees only that tenant's rows.
 
+mod deployments;
 mod experiments;
 mod migrate;
 mod mlflow_sync;

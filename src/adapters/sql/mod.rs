@@ -1,6 +1,7 @@
 //! SQL shared by the PostgreSQL and SQLite adapters: listing queries built once, with the few
 //! differences between the two dialects kept in one place.
 
+pub mod deployments;
 mod errors;
 mod listing;
 

@@ -4,6 +4,7 @@
 //! queue in the service instead of failing with `SQLITE_BUSY`; reads use their own pool and, in
 //! WAL mode, never wait for writes. Isolation rests on every statement filtering by `tenant_id`.
 
+mod deployments;
 mod experiments;
 mod mlflow_sync;
 mod models;

@@ -22,7 +22,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::core::{DeploymentId, ModelId, TenantId};
+use crate::core::{DeploymentId, Error, ModelId, TenantId};
 
 pub use analysis::{Evidence, ProbeResult, TrafficReport, VariantEvidence, Verdict};
 pub use history::{HistoryEntry, TransitionKind};
@@ -174,6 +174,15 @@ pub enum Role {
     Candidate,
 }
 
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Baseline => "baseline",
+            Self::Candidate => "candidate",
+        }
+    }
+}
+
 /// The share of live traffic each variant serves, in percent. Only the candidate's share is
 /// kept, so a split always sums to 100.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -263,6 +272,25 @@ impl Deployment {
     pub fn weights(&self) -> BTreeMap<String, u8> {
         self.state.traffic.weights(self.strategy())
     }
+
+    /// Reports received before this are outside the analysis window and can go.
+    pub fn reports_cutoff(&self) -> DateTime<Utc> {
+        let window = chrono::Duration::milliseconds(
+            i64::try_from(self.spec.analysis.window_ms).unwrap_or(i64::MAX / 2),
+        );
+        self.updated_at - window
+    }
+}
+
+/// The refusal of a second active deployment of a model in an environment.
+pub fn active_conflict(active: DeploymentId, environment: &str) -> Error {
+    Error::conflict(
+        "target_environment",
+        format!(
+            "deployment {active} of this model is still active in {environment}; wait for it \
+             to end or roll it back first"
+        ),
+    )
 }
 
 /// Filters of the deployment listing.

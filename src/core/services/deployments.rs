@@ -10,8 +10,8 @@ use crate::core::deployment::analysis::TrafficReportInput;
 use crate::core::deployment::machine::{self, Command, Decision, StableChange};
 use crate::core::deployment::spec::NewDeploymentInput;
 use crate::core::deployment::{
-    Deployment, DeploymentDefaults, DeploymentFilter, HistoryEntry, NewDeployment, RolloutState,
-    Status, TrafficReport, TransitionKind,
+    active_conflict, Deployment, DeploymentDefaults, DeploymentFilter, HistoryEntry, NewDeployment,
+    RolloutState, Status, TrafficReport, TransitionKind,
 };
 use crate::core::pagination::{Page, PageRequest, SortValue};
 use crate::core::ports::{DeploymentStore, ModelStore};
@@ -312,14 +312,4 @@ impl DeploymentService {
         self.store.insert_report(tenant, id, &report).await?;
         Ok(report)
     }
-}
-
-fn active_conflict(active: DeploymentId, environment: &str) -> Error {
-    Error::conflict(
-        "target_environment",
-        format!(
-            "deployment {active} of this model is still active in {environment}; wait for it \
-             to end or roll it back first"
-        ),
-    )
 }

@@ -13,9 +13,20 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-/// Every variable the service understands, with its default and meaning.
+mod rollout;
+
+pub use rollout::{ControllerSettings, RolloutSettings, ROLLOUT_VARIABLES};
+
+/// Every variable: the general ones, then the deployment and controller ones.
+pub fn all_variables() -> impl Iterator<Item = &'static (&'static str, &'static str, &'static str)>
+{
+    VARIABLES.iter().chain(ROLLOUT_VARIABLES.iter())
+}
+
+/// Every general variable the service understands, with its default and meaning (the
+/// deployment ones are in `rollout::ROLLOUT_VARIABLES`).
 ///
-/// `.env.example` is checked against this table by a test, so the two cannot drift apart.
+/// `.env.example` is checked against these tables by a test, so they cannot drift apart.
 pub const VARIABLES: &[(&str, &str, &str)] = &[
     (
         "AUMOS_SERVICE_NAME",
@@ -293,6 +304,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub mlops: MlopsSettings,
     pub mlflow: MlflowSettings,
+    pub rollout: RolloutSettings,
     /// `AUMOS_*` variables that were set but mean nothing to this service (likely typos).
     pub unknown_variables: Vec<String>,
 }
@@ -397,6 +409,7 @@ struct Raw {
     kafka: RawSection,
     outbox: RawSection,
     mlflow: RawSection,
+    controller: RawSection,
     http: RawSection,
     auth: RawSection,
     mlops_mlflow_tracking_uri: Option<String>,
@@ -404,6 +417,18 @@ struct Raw {
     mlops_canary_error_threshold: Option<String>,
     mlops_canary_step_percent: Option<String>,
     mlops_max_concurrent_retraining_jobs: Option<String>,
+    mlops_step_interval_seconds: Option<String>,
+    mlops_probe_interval_seconds: Option<String>,
+    mlops_probe_timeout_ms: Option<String>,
+    mlops_probe_allowed_networks: Option<String>,
+    mlops_analysis_window_seconds: Option<String>,
+    mlops_min_samples: Option<String>,
+    mlops_progress_deadline_seconds: Option<String>,
+    mlops_rollback_window_seconds: Option<String>,
+    mlops_blue_green_pre_promotion_checks: Option<String>,
+    mlops_shadow_mirror_percent: Option<String>,
+    mlops_shadow_duration_seconds: Option<String>,
+    mlops_ab_test_duration_seconds: Option<String>,
 }
 
 type RawSection = HashMap<String, String>;
@@ -423,6 +448,7 @@ impl Lookup<'_> {
                     "kafka" => &self.raw.kafka,
                     "outbox" => &self.raw.outbox,
                     "mlflow" => &self.raw.mlflow,
+                    "controller" => &self.raw.controller,
                     "http" => &self.raw.http,
                     "auth" => &self.raw.auth,
                     _ => return default_of(variable),
@@ -442,10 +468,31 @@ impl Lookup<'_> {
                 "mlops_max_concurrent_retraining_jobs" => {
                     self.raw.mlops_max_concurrent_retraining_jobs.clone()
                 }
-                _ => None,
+                other => self.rollout_value(other),
             },
         };
         value.or_else(|| default_of(variable))
+    }
+
+    fn rollout_value(&self, key: &str) -> Option<String> {
+        let raw = self.raw;
+        match key {
+            "mlops_step_interval_seconds" => raw.mlops_step_interval_seconds.clone(),
+            "mlops_probe_interval_seconds" => raw.mlops_probe_interval_seconds.clone(),
+            "mlops_probe_timeout_ms" => raw.mlops_probe_timeout_ms.clone(),
+            "mlops_probe_allowed_networks" => raw.mlops_probe_allowed_networks.clone(),
+            "mlops_analysis_window_seconds" => raw.mlops_analysis_window_seconds.clone(),
+            "mlops_min_samples" => raw.mlops_min_samples.clone(),
+            "mlops_progress_deadline_seconds" => raw.mlops_progress_deadline_seconds.clone(),
+            "mlops_rollback_window_seconds" => raw.mlops_rollback_window_seconds.clone(),
+            "mlops_blue_green_pre_promotion_checks" => {
+                raw.mlops_blue_green_pre_promotion_checks.clone()
+            }
+            "mlops_shadow_mirror_percent" => raw.mlops_shadow_mirror_percent.clone(),
+            "mlops_shadow_duration_seconds" => raw.mlops_shadow_duration_seconds.clone(),
+            "mlops_ab_test_duration_seconds" => raw.mlops_ab_test_duration_seconds.clone(),
+            _ => None,
+        }
     }
 
     /// The value, or `None` when it is unset or empty.
@@ -505,8 +552,7 @@ impl Lookup<'_> {
 }
 
 fn default_of(variable: &str) -> Option<String> {
-    VARIABLES
-        .iter()
+    all_variables()
         .find(|(name, _, _)| *name == variable)
         .map(|(_, default, _)| (*default).to_owned())
         .filter(|d| !d.is_empty())
@@ -527,7 +573,7 @@ impl Settings {
             .collect();
         let unknown_variables = aumos
             .keys()
-            .filter(|k| !VARIABLES.iter().any(|(name, _, _)| name == k))
+            .filter(|k| !all_variables().any(|(name, _, _)| name == k))
             .cloned()
             .collect();
         let raw: Raw = config::Config::builder()
@@ -569,7 +615,10 @@ impl Settings {
                 ))
             }
         };
+        let mlops = mlops_settings(env)?;
+        let rollout = rollout::rollout_settings(env, &mlops)?;
         Ok(Self {
+            rollout,
             service_name: env.required("AUMOS_SERVICE_NAME")?,
             environment,
             log_level: env.required("AUMOS_LOG_LEVEL")?,
@@ -589,7 +638,7 @@ impl Settings {
                 request_timeout: env.seconds("AUMOS_HTTP__REQUEST_TIMEOUT_SECONDS", 1, 3600)?,
             },
             auth: auth_settings(env, environment, &data_dir)?,
-            mlops: mlops_settings(env)?,
+            mlops,
             mlflow: mlflow_settings(env)?,
             data_dir,
             unknown_variables: Vec::new(),
@@ -955,9 +1004,9 @@ mod tests {
 
     #[test]
     fn env_example_lists_every_variable() {
-        let example = include_str!("../.env.example");
+        let example = include_str!("../../.env.example");
 
-        for (name, default, _) in VARIABLES {
+        for (name, default, _) in all_variables() {
             let line = format!("{name}={default}");
             assert!(
                 example.lines().any(|l| l.trim_start_matches("# ") == line),

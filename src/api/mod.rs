@@ -1,6 +1,8 @@
 //! The HTTP API: routers per resource, authentication, problem+json errors, OpenAPI.
 
 pub mod auth;
+pub mod deployment_dto;
+pub mod deployments;
 mod docs;
 pub mod events;
 pub mod experiments;
@@ -79,6 +81,17 @@ fn api_v1() -> OpenApiRouter<AppState> {
         .routes(routes!(models::promote_best))
         .routes(routes!(models::list_models))
         .routes(routes!(models::get_model))
+        .routes(routes!(
+            deployments::create_deployment,
+            deployments::list_deployments
+        ))
+        .routes(routes!(deployments::get_deployment))
+        .routes(routes!(deployments::list_deployment_history))
+        .routes(routes!(deployments::rollback_deployment))
+        .routes(routes!(deployments::promote_deployment))
+        .routes(routes!(deployments::pause_deployment))
+        .routes(routes!(deployments::resume_deployment))
+        .routes(routes!(deployments::report_deployment_metrics))
         .routes(routes!(events::list_events))
 }
 

@@ -4,6 +4,7 @@
 mod auth;
 mod cli;
 mod concurrency;
+mod deployments;
 mod errors;
 mod events;
 mod experiments;

@@ -185,20 +185,19 @@ impl DeploymentService {
         ))
     }
 
+    /// The deployment (a 404 for another tenant's) and one page of its decisions.
     pub async fn history(
         &self,
         tenant: TenantId,
         id: DeploymentId,
         page: &PageRequest,
-    ) -> Result<Page<HistoryEntry>> {
-        self.get(tenant, id).await?;
+    ) -> Result<(Deployment, Page<HistoryEntry>)> {
+        let deployment = self.get(tenant, id).await?;
         let rows = self.store.list_history(tenant, id, page).await?;
-        Ok(Page::from_overfetch(
-            rows,
-            page,
-            HISTORY_ORDERING,
-            |h: &HistoryEntry| (Vec::<SortValue>::new(), h.id),
-        ))
+        let page = Page::from_overfetch(rows, page, HISTORY_ORDERING, |h: &HistoryEntry| {
+            (Vec::<SortValue>::new(), h.id)
+        });
+        Ok((deployment, page))
     }
 
     /// Applies a pause, resume, promote or rollback, retrying when the controller saved a

@@ -1,0 +1,82 @@
+//! The controller across processes: a restart resumes at the same step, and replicas sharing
+//! one PostgreSQL database apply every step exactly once.
+
+use super::*;
+use crate::helpers::create_database;
+
+/// Each deployment of `ids` walked 10, 20, ... 100 exactly once and succeeded.
+async fn assert_every_step_once(app: &TestApp, ids: &[String]) {
+    for id in ids {
+        let history = history(app, id).await;
+        assert_eq!(
+            candidate_weights(&history, "canary"),
+            vec![10, 20, 30, 40, 50, 60, 70, 80, 90, 100],
+            "deployment {id}: {history:#?}"
+        );
+        let kinds = kinds(&history);
+        assert_eq!(
+            kinds.iter().filter(|k| *k == "succeeded").count(),
+            1,
+            "{kinds:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_new_process_resumes_a_rollout_at_the_step_the_old_one_left() {
+    let database = create_database().await;
+    let first = spawn_on(&database).await;
+    let model = promoted_model(&first).await;
+    let health = HealthEndpoint::start().await;
+    let mut body = canary(&model, "production", &health);
+    body["analysis"]["step_interval_seconds"] = json!(0.5);
+    let id = create(&first, &body).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_until(&first, &id, Duration::from_secs(10), |d| {
+        d["traffic_split"]["canary"].as_u64() >= Some(40)
+    })
+    .await;
+    let tenant = first.tenant;
+
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut second = spawn_on(&database).await;
+    second.tenant = tenant;
+    let resumed_from = deployment(&second, &id).await;
+    let done = wait_for_end(&second, &id).await;
+
+    let left_at = resumed_from["traffic_split"]["canary"].as_u64().unwrap();
+    assert!(
+        (40..100).contains(&left_at),
+        "stopped mid-rollout at {left_at}"
+    );
+    assert_eq!(done["status"], "succeeded", "{done}");
+    // No step repeated and none skipped across the restart.
+    assert_every_step_once(&second, std::slice::from_ref(&id)).await;
+}
+
+#[tokio::test]
+async fn two_processes_on_one_database_apply_every_step_exactly_once() {
+    let database = create_database().await;
+    let first = spawn_on(&database).await;
+    let mut second = spawn_on(&database).await;
+    second.tenant = first.tenant;
+    let model = promoted_model(&first).await;
+    let health = HealthEndpoint::start().await;
+
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        let body = canary(&model, &format!("region-{n}"), &health);
+        // Half are created through each process.
+        let app = if n % 2 == 0 { &first } else { &second };
+        ids.push(create(app, &body).await["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        let done = wait_for_end(&first, id).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+    }
+
+    assert_every_step_once(&second, &ids).await;
+}

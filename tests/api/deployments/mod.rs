@@ -35,7 +35,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    collect_pages, expect_problem, expect_status, problem_fields, Backend, PgDatabase, TestApp,
+    collect_pages, create_database, expect_problem, expect_status, problem_fields, Backend,
+    PgDatabase, TestApp,
 };
 use crate::mlflow::shared_mlflow;
 
@@ -111,10 +112,17 @@ fn fast_vars() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// A service on SQLite, or on a PostgreSQL database of its own. Not the shared one: every
+/// service on a database drives all of its deployments, and a test's services stop abruptly
+/// when the test ends, so another test's deployment could wait out a stale lease.
 async fn spawn(backend: Backend) -> TestApp {
     let vars = fast_vars();
     let borrowed: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    TestApp::spawn_with(backend, &borrowed).await
+    let database = match backend {
+        Backend::Postgres => Some(create_database().await),
+        Backend::Sqlite => None,
+    };
+    TestApp::spawn_on(database, &borrowed).await
 }
 
 async fn spawn_on(database: &PgDatabase) -> TestApp {

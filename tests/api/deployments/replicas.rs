@@ -2,7 +2,6 @@
 //! one PostgreSQL database apply every step exactly once.
 
 use super::*;
-use crate::helpers::create_database;
 
 /// Each deployment of `ids` walked 10, 20, ... 100 exactly once and succeeded.
 async fn assert_every_step_once(app: &TestApp, ids: &[String]) {

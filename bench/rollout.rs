@@ -231,6 +231,28 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
+/// CPU seconds the whole machine has spent busy (the service, PostgreSQL, this benchmark).
+fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: all but idle and iowait are busy.
+    let busy: f64 = fields
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .take(6)
+        .map(|(_, v)| v)
+        .sum();
+    busy / 100.0
+}
+
 fn memory_mib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -312,7 +334,7 @@ async fn rollbacks(
         }
         let page = api.get(&path).await?;
         for event in page["items"].as_array().into_iter().flatten() {
-            let id = event["aggregate_id"]
+            let id = event["data"]["deployment_id"]
                 .as_str()
                 .unwrap_or_default()
                 .to_owned();
@@ -354,11 +376,13 @@ async fn bench(o: Options) -> Result<Value, String> {
     );
     let before = api.metrics().await?;
     let cpu_before = cpu_seconds(api.o.pid);
+    let machine_before = machine_busy_seconds();
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(api.o.seconds)).await;
     let after = api.metrics().await?;
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = (cpu_seconds(api.o.pid) - cpu_before) / elapsed;
+    let machine_cpu = (machine_busy_seconds() - machine_before) / elapsed;
     let rss = memory_mib(api.o.pid, "VmRSS:");
     let per_second = |name: &str| (sample_sum(&after, name) - sample_sum(&before, name)) / elapsed;
     let tick = |q| quantile_ms(&buckets(&before, tick_hist), &buckets(&after, tick_hist), q);
@@ -399,6 +423,7 @@ async fn bench(o: Options) -> Result<Value, String> {
         "tick_p50_ms": tick(0.5), "tick_p99_ms": tick(0.99),
         "tick_lag_p50_ms": lag(0.5), "tick_lag_p99_ms": lag(0.99),
         "cpu_cores": cpu,
+        "machine_cpu_cores": machine_cpu,
         "rss_mib": rss,
         "peak_rss_mib": memory_mib(api.o.pid, "VmHWM:"),
         "reactions": reactions.len(),

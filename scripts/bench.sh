@@ -6,7 +6,8 @@
 # broker that scripts/services.sh starts, where the outbox figures (events/s from commit to
 # broker acknowledgement, lag p50/p99) are read from the outbox afterwards. Then
 # scripts/bench_mlflow.sh measures logging through the service against logging straight into
-# MLflow, the sync worker's drain, and run comparison over 100,000 runs.
+# MLflow, the sync worker's drain, and run comparison over 100,000 runs; and
+# scripts/bench_rollout.sh measures the rollout controller with 2,000 active canaries.
 # Writes bench-results/summary.md.
 #
 #   BENCH_SECONDS=20 scripts/bench.sh
@@ -18,9 +19,11 @@ PORT="${BENCH_PORT:-18080}"
 OUT=bench-results
 mkdir -p "$OUT"
 
-cargo build --release --locked --bin aumos-mlops-lifecycle --bin aumos-loadgen
+cargo build --release --locked --bin aumos-mlops-lifecycle --bin aumos-loadgen \
+    --bin aumos-rolloutbench
 BIN=target/release/aumos-mlops-lifecycle
 LOADGEN=target/release/aumos-loadgen
+ROLLOUTBENCH=target/release/aumos-rolloutbench
 
 . scripts/bench_lib.sh
 trap 'stop_server; scripts/services.sh stop' EXIT
@@ -74,6 +77,8 @@ for backend in sqlite postgres; do
 done
 MEASURE_SECONDS=$MEASURE_SECONDS BIN=$BIN LOADGEN=$LOADGEN PORT=$PORT OUT=$OUT \
     MLFLOW_BIN=$MLFLOW_BIN bash scripts/bench_mlflow.sh
+MEASURE_SECONDS=$MEASURE_SECONDS BIN=$BIN ROLLOUTBENCH=$ROLLOUTBENCH PORT=$PORT OUT=$OUT \
+    bash scripts/bench_rollout.sh
 
 python3 - "$OUT" <<'PY'
 import json, platform, subprocess, sys
@@ -96,7 +101,8 @@ for e in events:
                  f"{e['events_per_second']:.0f} | {e['lag_p50_ms']} | {e['lag_p99_ms']} | "
                  f"{e['drain_seconds_after_load']} |")
 mlflow = open(f"{out}/summary-mlflow.md").read()
-text = "\n".join(lines) + "\n\n" + mlflow
+rollout = open(f"{out}/summary-rollout.md").read()
+text = "\n".join(lines) + "\n\n" + mlflow + "\n" + rollout
 open(f"{out}/summary.md", "w").write(text)
 print(text)
 PY

@@ -74,7 +74,7 @@ pub struct ListEventsQuery {
     pub limit: Option<u32>,
     /// The `next_page_token` of the previous page.
     pub page_token: Option<String>,
-    /// `experiment`, `run` or `model`.
+    /// `experiment`, `run`, `model` or `deployment`.
     pub aggregate_type: Option<String>,
     /// Only events of this aggregate.
     pub aggregate_id: Option<Uuid>,

@@ -207,6 +207,20 @@ impl TestApp {
         }
     }
 
+    /// A client of a service running elsewhere (another process) that accepts tokens signed
+    /// with `secret`; dropping it stops nothing.
+    pub fn remote(address: String, secret: &str, database: Option<PgDatabase>) -> Self {
+        Self {
+            address,
+            client: reqwest::Client::new(),
+            tenant: Uuid::now_v7(),
+            secret: Secret::new(secret.to_owned()),
+            database,
+            _data_dir: tempfile::tempdir().expect("temp dir"),
+            shutdown: None,
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }

@@ -63,9 +63,7 @@ async fn a_canary_whose_endpoint_fails_is_rolled_back_with_the_evidence(backend:
     .await;
 
     health.fail();
-    let failed_at = Instant::now();
     let done = wait_for_end(&app, &id).await;
-    let reaction = failed_at.elapsed();
     let history = history(&app, &id).await;
     let events = event_types(&app, &id).await;
 
@@ -85,19 +83,15 @@ async fn a_canary_whose_endpoint_fails_is_rolled_back_with_the_evidence(backend:
         .unwrap();
     assert_eq!(evidence["threshold"], 0.05);
     assert!(canary["error_rate"].as_f64().unwrap() > 0.05, "{evidence}");
-    assert!(
-        canary["probe_failures"].as_u64().unwrap() >= 1,
-        "{evidence}"
-    );
+    // Rolled back at the first or second failed probe: within two probe intervals.
+    let failures = canary["probe_failures"].as_u64().unwrap();
+    assert!((1..=2).contains(&failures), "{evidence}");
     assert_eq!(done["health"]["canary"]["last_probe"]["ok"], false);
     assert_eq!(
         done["health"]["canary"]["last_probe"]["detail"], "HTTP 500",
         "{done}"
     );
     assert!(events.contains(&"rolled_back".to_owned()), "{events:?}");
-    // Polling here adds up to 50 ms; the controller probes every 100 ms. A bound this loose
-    // tells a reaction within a few probes from one that waited for a step (5 s).
-    assert!(reaction < Duration::from_secs(3), "took {reaction:?}");
 }
 
 async fn an_invalid_request_lists_every_invalid_field(backend: Backend) {
@@ -181,6 +175,21 @@ async fn a_second_active_deployment_of_a_model_in_an_environment_is_refused(back
         "the problem names the active deployment: {problem}"
     );
     expect_status(elsewhere, StatusCode::CREATED).await;
+    let staging = collect_pages(&app, "/api/v1/deployments?target_environment=staging", 1).await;
+    let all = collect_pages(&app, &format!("/api/v1/deployments?model_id={model}"), 1).await;
+    let ended = collect_pages(&app, "/api/v1/deployments?status=succeeded", 1).await;
+    let bad_filter = app.get("/api/v1/deployments?status=done&limit=0").await;
+    assert_eq!(staging.len(), 1);
+    assert_eq!(staging[0]["target_environment"], "staging");
+    assert_eq!(all.len(), 2, "one page of one each, then the next");
+    assert_ne!(all[0]["id"], all[1]["id"]);
+    assert!(ended.is_empty());
+    let problem = expect_problem(bad_filter, StatusCode::BAD_REQUEST).await;
+    assert_eq!(
+        problem_fields(&problem),
+        vec!["status", "limit"],
+        "{problem}"
+    );
 }
 
 async fn another_tenant_cannot_see_or_steer_a_deployment(backend: Backend) {

@@ -325,8 +325,8 @@ async fn rollbacks(
     loop {
         let since = since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let mut path = format!(
-            "/api/v1/events?aggregate_type=deployment&type=com.aumos.mlops.deployment.rolled_back.v1\
-             &since={}&limit=1000",
+            "/api/v1/events?aggregate_type=deployment\
+             &type=com.aumos.mlops.deployment.rolled_back.v1&since={}&limit=1000",
             since.replace('+', "%2B")
         );
         if !token.is_empty() {

@@ -8,8 +8,10 @@ use uuid::Uuid;
 
 use crate::api::auth::{Caller, Tenant};
 use crate::api::deployment_dto::{
-    CreateDeploymentRequest, DeploymentPage, DeploymentResponse, HistoryEntryResponse, HistoryPage,
-    ListDeploymentsQuery, PageQuery, RollbackRequest, TrafficReportRequest, TrafficReportResponse,
+    CreateDeploymentRequest, ListDeploymentsQuery, PageQuery, RollbackRequest, TrafficReportRequest,
+};
+use crate::api::deployment_views::{
+    DeploymentPage, DeploymentResponse, HistoryEntryResponse, HistoryPage, TrafficReportResponse,
 };
 use crate::api::extract::{parse_json, Json, Path, Query};
 use crate::api::problem::{ApiError, ApiResult};
@@ -187,7 +189,11 @@ async fn command(
     path = "/api/v1/deployments/{deployment_id}/rollback",
     tag = "deployments",
     params(("deployment_id" = Uuid, Path, description = "Deployment id")),
-    request_body(content = RollbackRequest, description = "Optional", content_type = "application/json"),
+    request_body(
+        content = RollbackRequest,
+        description = "Optional",
+        content_type = "application/json"
+    ),
     responses(
         (status = 200, description = "Rolled back", body = DeploymentResponse),
         (status = 409, description = "The deployment ended and its rollback window has passed, \
@@ -292,7 +298,8 @@ pub async fn resume_deployment(
     params(("deployment_id" = Uuid, Path, description = "Deployment id")),
     request_body = TrafficReportRequest,
     responses(
-        (status = 202, description = "Taken into the analysis window", body = TrafficReportResponse),
+        (status = 202, description = "Taken into the analysis window",
+         body = TrafficReportResponse),
         (status = 409, description = "The deployment has ended",
          body = crate::api::problem::Problem, content_type = "application/problem+json"),
     )

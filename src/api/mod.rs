@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod deployment_dto;
+pub mod deployment_views;
 pub mod deployments;
 mod docs;
 pub mod events;

@@ -225,7 +225,11 @@ impl DeploymentService {
                             "deployment rolled back by a person"
                         );
                     } else {
-                        info!(deployment.status = %saved.status, ?command, "deployment command applied");
+                        info!(
+                            deployment.status = %saved.status,
+                            ?command,
+                            "deployment command applied"
+                        );
                     }
                     return Ok(saved);
                 }

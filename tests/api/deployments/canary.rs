@@ -94,6 +94,34 @@ async fn a_canary_whose_endpoint_fails_is_rolled_back_with_the_evidence(backend:
     assert!(events.contains(&"rolled_back".to_owned()), "{events:?}");
 }
 
+async fn an_analysis_without_enough_samples_holds_then_rolls_back_at_its_deadline(
+    backend: Backend,
+) {
+    let app = spawn(backend).await;
+    let model = promoted_model(&app).await;
+    let health = HealthEndpoint::start().await;
+    let mut body = canary(&model, "production", &health);
+    // Ten probes a second cannot reach 1,000 samples in a 2-second window.
+    body["analysis"]["min_samples"] = json!(1000);
+    body["analysis"]["progress_deadline_seconds"] = json!(1);
+
+    let id = create(&app, &body).await["id"].as_str().unwrap().to_owned();
+    let done = wait_for_end(&app, &id).await;
+    let history = history(&app, &id).await;
+
+    assert_eq!(done["status"], "rolled_back", "{done}");
+    assert!(
+        done["reason"].as_str().unwrap().contains("inconclusive"),
+        "{done}"
+    );
+    assert_eq!(
+        candidate_weights(&history, "canary"),
+        vec![10, 0],
+        "no step was taken on healthy but too few samples"
+    );
+    assert!(health.hits() > 0);
+}
+
 async fn an_invalid_request_lists_every_invalid_field(backend: Backend) {
     let app = spawn(backend).await;
 
@@ -235,6 +263,7 @@ async fn another_tenant_cannot_see_or_steer_a_deployment(backend: Backend) {
 on_both!(
     a_healthy_canary_walks_to_full_traffic_and_becomes_stable,
     a_canary_whose_endpoint_fails_is_rolled_back_with_the_evidence,
+    an_analysis_without_enough_samples_holds_then_rolls_back_at_its_deadline,
     an_invalid_request_lists_every_invalid_field,
     health_urls_aimed_at_cloud_metadata_are_refused,
     a_second_active_deployment_of_a_model_in_an_environment_is_refused,

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::{Lookup, MlopsSettings, SettingsError};
 use crate::core::deployment::probe_target::ProbeTargetPolicy;
+use crate::core::deployment::spec::MAX_PROBES_PER_WINDOW;
 use crate::core::deployment::{AnalysisPolicy, DeploymentDefaults};
 
 /// The deployment and controller variables, with their defaults and meaning.
@@ -27,7 +28,7 @@ pub const ROLLOUT_VARIABLES: &[(&str, &str, &str)] = &[
         "AUMOS_MLOPS_PROBE_ALLOWED_NETWORKS",
         "",
         "Comma-separated networks and hosts probes may reach although refused by default \
-         (link-local, cloud metadata)",
+         (loopback, link-local, cloud metadata)",
     ),
     (
         "AUMOS_MLOPS_ANALYSIS_WINDOW_SECONDS",
@@ -139,7 +140,17 @@ pub(super) fn rollout_settings(
     if window_ms < probe_interval_ms {
         return Err(SettingsError::new(
             "AUMOS_MLOPS_ANALYSIS_WINDOW_SECONDS",
-            "must be at least AUMOS_MLOPS_PROBE_INTERVAL_SECONDS, or no probe could fall inside it",
+            "must be at least AUMOS_MLOPS_PROBE_INTERVAL_SECONDS, or no probe could fall \
+             inside it",
+        ));
+    }
+    if window_ms / probe_interval_ms.max(1) > MAX_PROBES_PER_WINDOW {
+        return Err(SettingsError::new(
+            "AUMOS_MLOPS_ANALYSIS_WINDOW_SECONDS",
+            format!(
+                "may span at most {MAX_PROBES_PER_WINDOW} times \
+                 AUMOS_MLOPS_PROBE_INTERVAL_SECONDS"
+            ),
         ));
     }
     let allowed = env

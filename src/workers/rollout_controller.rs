@@ -274,12 +274,9 @@ impl RolloutController {
                 })
                 .inc();
         }
-        let window = chrono::Duration::milliseconds(
-            i64::try_from(d.spec.analysis.window_ms).unwrap_or(i64::MAX / 2),
-        );
         let reports = self
             .store
-            .reports_since(d.tenant_id, d.id, chrono::Utc::now() - window)
+            .reports_since(d.tenant_id, d.id, d.reports_from(chrono::Utc::now()))
             .await?;
         Ok(Observations { probes, reports })
     }

@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use crate::adapters::postgres::{prepare, PgStore};
 use crate::adapters::sql::deployments::{
-    deployments_page, history_page, is_second_active, parse_json, parse_stored, DEPLOYMENT_COLUMNS,
-    REPORT_COLUMNS,
+    decode_claimed, deployments_page, history_page, is_second_active, parse_json, parse_stored,
+    DEPLOYMENT_COLUMNS, REPORT_COLUMNS,
 };
 use crate::adapters::sql::{db_error, map_error, Dialect, MissingParent};
 use crate::core::deployment::{
@@ -443,7 +443,9 @@ impl RolloutQueue for PgStore {
         .fetch_all(self.pool())
         .await
         .map_err(db_error)?;
-        rows.iter().map(deployment).collect()
+        Ok(decode_claimed(&rows, deployment, |row| {
+            row.try_get::<Uuid, _>("id").ok()
+        }))
     }
 
     async fn release(&self, tenant: TenantId, id: DeploymentId, worker: &str) -> Result<()> {

@@ -2,9 +2,9 @@
 //! second active deployment of a model shows up as a database error.
 
 use crate::adapters::sql::{Bind, Dialect, Sql};
-use crate::core::deployment::DeploymentFilter;
+use crate::core::deployment::{Deployment, DeploymentFilter};
 use crate::core::pagination::PageRequest;
-use crate::core::{DeploymentId, TenantId};
+use crate::core::{DeploymentId, Result, TenantId};
 
 pub const DEPLOYMENT_COLUMNS: &str = "tenant_id, id, model_id, model_version, baseline_version, \
      target_environment, status, spec, state, created_by, created_at, updated_at, version, \
@@ -105,4 +105,28 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(
             "unreadable {column} document in the database: {e}"
         ))
     })
+}
+
+/// Decodes the rows a controller claimed. A row that cannot be read is logged and left out,
+/// so one damaged deployment never holds back the others claimed with it (it stays claimed
+/// until its lease lapses, and is reported again then).
+pub fn decode_claimed<R>(
+    rows: &[R],
+    decode: impl Fn(&R) -> Result<Deployment>,
+    id_of: impl Fn(&R) -> Option<uuid::Uuid>,
+) -> Vec<Deployment> {
+    rows.iter()
+        .filter_map(|row| match decode(row) {
+            Ok(deployment) => Some(deployment),
+            Err(error) => {
+                tracing::error!(
+                    deployment.id = ?id_of(row),
+                    %error,
+                    "a claimed deployment cannot be read and is skipped; its stored state \
+                     needs repair"
+                );
+                None
+            }
+        })
+        .collect()
 }

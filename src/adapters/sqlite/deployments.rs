@@ -11,8 +11,8 @@ use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use crate::adapters::sql::deployments::{
-    deployments_page, history_page, is_second_active, parse_json, parse_stored, DEPLOYMENT_COLUMNS,
-    REPORT_COLUMNS,
+    decode_claimed, deployments_page, history_page, is_second_active, parse_json, parse_stored,
+    DEPLOYMENT_COLUMNS, REPORT_COLUMNS,
 };
 use crate::adapters::sql::{db_error, from_millis, map_error, to_millis, Dialect, MissingParent};
 use crate::adapters::sqlite::{prepare, SqliteStore};
@@ -453,7 +453,9 @@ impl RolloutQueue for SqliteStore {
         .fetch_all(&self.writer)
         .await
         .map_err(db_error)?;
-        rows.iter().map(deployment).collect()
+        Ok(decode_claimed(&rows, deployment, |row| {
+            row.try_get::<Uuid, _>("id").ok()
+        }))
     }
 
     async fn release(&self, tenant: TenantId, id: DeploymentId, worker: &str) -> Result<()> {

@@ -64,6 +64,10 @@ pub struct TrafficReportInput {
 
 /// At most this many further metrics per report.
 const MAX_REPORTED_METRICS: usize = 50;
+/// Counts and values beyond these are refused: no real window holds more, and sums of a few
+/// reports stay finite, so the evidence saved with a decision can always be read back.
+const MAX_REPORTED_REQUESTS: i64 = 1_000_000_000_000;
+const MAX_REPORTED_VALUE: f64 = 1e12;
 
 impl TrafficReport {
     /// Checks a report for a deployment of `strategy`, every invalid field at once.
@@ -81,9 +85,12 @@ impl TrafficReport {
             format!("a {strategy} deployment has the variants {baseline} and {candidate}"),
         );
         v.ensure(
-            input.requests >= 0,
+            (0..=MAX_REPORTED_REQUESTS).contains(&input.requests),
             "requests",
-            format!("must not be negative, got {}", input.requests),
+            format!(
+                "must be between 0 and {MAX_REPORTED_REQUESTS}, got {}",
+                input.requests
+            ),
         );
         v.ensure(
             (0..=input.requests.max(0)).contains(&input.errors),
@@ -95,9 +102,12 @@ impl TrafficReport {
         );
         if let Some(latency) = input.latency_p99_ms {
             v.ensure(
-                latency.is_finite() && latency >= 0.0,
+                latency.is_finite() && (0.0..=MAX_REPORTED_VALUE).contains(&latency),
                 "latency_p99_ms",
-                format!("must be a non-negative number of milliseconds, got {latency}"),
+                format!(
+                    "must be a number of milliseconds from 0 to {MAX_REPORTED_VALUE}, got \
+                     {latency}"
+                ),
             );
         }
         let window_seconds = input.window_seconds.unwrap_or(60.0);
@@ -117,8 +127,13 @@ impl TrafficReport {
         for (key, value) in &input.metrics {
             if let Err(message) = validate_key(key) {
                 v.push(format!("metrics.{key}"), message);
-            } else if !value.is_finite() {
-                v.push(format!("metrics.{key}"), "must be a finite number");
+            } else if !(value.is_finite() && value.abs() <= MAX_REPORTED_VALUE) {
+                v.push(
+                    format!("metrics.{key}"),
+                    format!(
+                        "must be a number between -{MAX_REPORTED_VALUE} and {MAX_REPORTED_VALUE}"
+                    ),
+                );
             }
         }
         v.finish(|| Self {
@@ -179,13 +194,15 @@ pub enum Verdict {
     Inconclusive,
 }
 
-/// The evidence for one variant from the probes and reports inside the window.
+/// The evidence for one variant from the probes inside the window and the reports received
+/// since `reports_from`.
 pub fn evaluate(
     role: Role,
     variant: &str,
     probes: &[ProbeSample],
     reports: &[TrafficReport],
     window_start: DateTime<Utc>,
+    reports_from: DateTime<Utc>,
     step_start: DateTime<Utc>,
 ) -> VariantEvidence {
     let from = window_start.timestamp_millis();
@@ -193,13 +210,17 @@ pub fn evaluate(
     let probes: Vec<&ProbeSample> = probes.iter().filter(|p| p.at_ms >= from).collect();
     let reports: Vec<&TrafficReport> = reports
         .iter()
-        .filter(|r| r.role == role && r.received_at >= window_start)
+        .filter(|r| r.role == role && r.received_at >= reports_from)
         .collect();
     let probe_failures = probes.iter().filter(|p| !p.ok).count() as u64;
-    let requests: u64 = reports.iter().map(|r| r.requests).sum();
-    let request_errors: u64 = reports.iter().map(|r| r.errors.min(r.requests)).sum();
-    let samples = probes.len() as u64 + requests;
-    let errors = probe_failures + request_errors;
+    let requests = reports
+        .iter()
+        .fold(0u64, |sum, r| sum.saturating_add(r.requests));
+    let request_errors = reports
+        .iter()
+        .fold(0u64, |sum, r| sum.saturating_add(r.errors.min(r.requests)));
+    let samples = (probes.len() as u64).saturating_add(requests);
+    let errors = probe_failures.saturating_add(request_errors);
     let since_step = probes.iter().filter(|p| p.at_ms >= step).count() as u64
         + reports
             .iter()
@@ -225,7 +246,8 @@ pub fn evaluate(
     }
 }
 
-/// Request-weighted mean; a report of no requests still counts once.
+/// Request-weighted mean; a report of no requests still counts once. `None` without values,
+/// and rather than a number that JSON cannot hold.
 fn weighted_mean(values: impl Iterator<Item = (f64, u64)>) -> Option<f64> {
     let (mut sum, mut weight) = (0.0, 0.0);
     for (value, requests) in values {
@@ -233,7 +255,8 @@ fn weighted_mean(values: impl Iterator<Item = (f64, u64)>) -> Option<f64> {
         sum += value * w;
         weight += w;
     }
-    (weight > 0.0).then(|| sum / weight)
+    let mean = sum / weight;
+    (weight > 0.0 && mean.is_finite()).then_some(mean)
 }
 
 fn reported_metrics(reports: &[&TrafficReport]) -> BTreeMap<String, f64> {
@@ -330,7 +353,7 @@ mod tests {
     fn too_few_samples_is_inconclusive_even_when_all_fail() {
         let probes = [probe(1, false), probe(2, false)];
 
-        let evidence = evaluate(Role::Candidate, "canary", &probes, &[], at(0), at(0));
+        let evidence = evaluate(Role::Candidate, "canary", &probes, &[], at(0), at(0), at(0));
 
         assert_eq!(evidence.error_rate, Some(1.0));
         assert_eq!(judge(&evidence, &policy()), Verdict::Inconclusive);
@@ -338,7 +361,7 @@ mod tests {
 
     #[test]
     fn nothing_observed_is_inconclusive_not_a_pass() {
-        let evidence = evaluate(Role::Candidate, "canary", &[], &[], at(0), at(0));
+        let evidence = evaluate(Role::Candidate, "canary", &[], &[], at(0), at(0), at(0));
 
         assert_eq!(evidence.error_rate, None);
         assert_eq!(judge(&evidence, &policy()), Verdict::Inconclusive);
@@ -353,7 +376,15 @@ mod tests {
             report(Role::Candidate, -50, 1000, 1000),
         ];
 
-        let evidence = evaluate(Role::Candidate, "canary", &probes, &reports, at(0), at(2));
+        let evidence = evaluate(
+            Role::Candidate,
+            "canary",
+            &probes,
+            &reports,
+            at(0),
+            at(0),
+            at(2),
+        );
 
         assert_eq!(evidence.samples, 100);
         assert_eq!(evidence.errors, 4);
@@ -365,7 +396,15 @@ mod tests {
     fn an_error_rate_above_the_threshold_fails() {
         let reports = [report(Role::Candidate, 1, 100, 6)];
 
-        let evidence = evaluate(Role::Candidate, "canary", &[], &reports, at(0), at(0));
+        let evidence = evaluate(
+            Role::Candidate,
+            "canary",
+            &[],
+            &reports,
+            at(0),
+            at(0),
+            at(0),
+        );
 
         assert_eq!(judge(&evidence, &policy()), Verdict::Fail);
     }
@@ -377,7 +416,15 @@ mod tests {
         small.metrics.insert("conversion".into(), 1.0);
         let big = report(Role::Candidate, 2, 90, 0);
 
-        let evidence = evaluate(Role::Candidate, "b", &[], &[small, big], at(0), at(0));
+        let evidence = evaluate(
+            Role::Candidate,
+            "b",
+            &[],
+            &[small, big],
+            at(0),
+            at(0),
+            at(0),
+        );
 
         assert_eq!(evidence.latency_p99_ms, Some(190.0));
         assert!((evidence.metrics["conversion"] - 0.19).abs() < 1e-9);

@@ -115,6 +115,9 @@ pub struct RolloutState {
     /// Why the deployment ended (or why it holds).
     pub reason: Option<String>,
     pub outcome: Option<Outcome>,
+    /// Time spent paused since the start; the clocks of shadows and A/B tests stop meanwhile.
+    #[serde(default)]
+    pub paused_ms: u64,
 }
 
 impl RolloutState {
@@ -137,6 +140,7 @@ impl RolloutState {
             evidence: None,
             reason: None,
             outcome: None,
+            paused_ms: 0,
         }
     }
 }
@@ -246,7 +250,13 @@ pub fn command(
             } else {
                 Status::Pending
             };
-            b.d.state.paused_at = None;
+            if let Some(paused_at) = b.d.state.paused_at.take() {
+                let paused = (now - paused_at).num_milliseconds().max(0);
+                b.d.state.paused_ms =
+                    b.d.state
+                        .paused_ms
+                        .saturating_add(u64::try_from(paused).unwrap_or(0));
+            }
             if started {
                 // The step starts over, so it needs fresh observations before it moves on.
                 b.d.state.step_started_at = Some(now);
@@ -383,6 +393,7 @@ impl Builder {
                 .retain(|p| p.at_ms >= from);
         }
         let step_start = self.d.state.step_started_at.unwrap_or(self.now);
+        let reports_from = self.d.reports_from(self.now);
         let strategy = self.d.strategy();
         let variants = [Role::Baseline, Role::Candidate]
             .into_iter()
@@ -393,6 +404,7 @@ impl Builder {
                     self.d.state.probes.get(role),
                     &observations.reports,
                     window_start,
+                    reports_from,
                     step_start,
                 )
             })
@@ -494,7 +506,8 @@ impl Builder {
 
     fn advance(&mut self) {
         let step_started = self.d.state.step_started_at.unwrap_or(self.now);
-        let started = self.d.state.started_at.unwrap_or(self.now);
+        // Durations count running time only: a pause stops the clock.
+        let started = self.d.state.started_at.unwrap_or(self.now) + ms(self.d.state.paused_ms);
         if let Some(reason) = self.failure() {
             self.roll_back(reason);
             return;
@@ -635,13 +648,13 @@ impl Builder {
         );
         let role = *role;
         self.d.state.outcome = Some(outcome.clone());
-        if auto_promote {
-            let split = match role {
-                Role::Candidate => TrafficSplit::CANDIDATE_ONLY,
-                Role::Baseline => TrafficSplit::BASELINE_ONLY,
-            };
-            self.shift(split, 0, reason.clone());
-        }
+        // The split ends with the test: nothing watches it afterwards. Without auto-promotion
+        // traffic goes back to the baseline, and `promote` hands it to a winning candidate.
+        let split = match role {
+            Role::Candidate if auto_promote => TrafficSplit::CANDIDATE_ONLY,
+            _ => TrafficSplit::BASELINE_ONLY,
+        };
+        self.shift(split, 0, reason.clone());
         self.succeed(
             reason,
             Some(outcome),

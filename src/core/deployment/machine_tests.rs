@@ -269,6 +269,28 @@ fn a_failing_shadow_stops_mirroring_and_rolls_back() {
 }
 
 #[test]
+fn a_pause_stops_a_shadows_clock() {
+    // 100 of its 120 seconds run, then a pause of an hour.
+    let (running, _) = drive(shadow(), 0.0, 100.0, |_| true);
+    let paused = command(&running, &Command::Pause, "user:bob", at(101.0))
+        .unwrap()
+        .deployment;
+    let resumed = command(&paused, &Command::Resume, "user:bob", at(3701.0))
+        .unwrap()
+        .deployment;
+
+    let (soon, _) = drive(resumed.clone(), 3705.0, 3710.0, |_| true);
+    let (later, _) = drive(resumed, 3705.0, 3800.0, |_| true);
+
+    assert_eq!(
+        soon.status,
+        Status::Progressing,
+        "20 seconds of analysis remain"
+    );
+    assert_eq!(later.status, Status::Succeeded);
+}
+
+#[test]
 fn promoting_a_passed_shadow_cuts_traffic_over_and_adopts_it() {
     let (d, _) = drive(shadow(), 0.0, 1000.0, |_| true);
 
@@ -345,16 +367,60 @@ fn an_ab_test_picks_the_winner_from_reported_metrics_and_auto_promotes_it() {
 }
 
 #[test]
-fn an_ab_test_without_auto_promote_keeps_its_split_and_a_tie_keeps_the_baseline() {
+fn an_ab_test_without_auto_promote_returns_traffic_to_a_and_a_tie_keeps_the_baseline() {
     let d = drive_ab(ab_test(WinnerMetric::LatencyP99, false), 0.1, 0.1);
 
     assert_eq!(d.status, Status::Succeeded);
-    assert_eq!(d.state.traffic, TrafficSplit::candidate_share(50));
+    assert_eq!(d.state.traffic, TrafficSplit::BASELINE_ONLY);
     let Some(Outcome::Winner { role, .. }) = d.state.outcome else {
         panic!("no winner recorded");
     };
     assert_eq!(role, Role::Baseline);
     assert!(!d.state.adopted);
+}
+
+#[test]
+fn an_ab_test_winner_without_auto_promote_gets_all_traffic_only_once_promoted() {
+    let metric = WinnerMetric::Reported {
+        name: "conversion".into(),
+        higher_is_better: true,
+    };
+    let ended = drive_ab(ab_test(metric, false), 0.10, 0.12);
+
+    let promoted = command(&ended, &Command::Promote, "user:bob", at(2000.0)).unwrap();
+
+    assert_eq!(ended.state.traffic, TrafficSplit::BASELINE_ONLY);
+    assert_eq!(
+        promoted.deployment.state.traffic,
+        TrafficSplit::CANDIDATE_ONLY
+    );
+    assert_eq!(promoted.stable, Some(StableChange::Adopt { version: 7 }));
+}
+
+#[test]
+fn an_ab_test_counts_every_report_since_it_began_not_only_the_window() {
+    let metric = WinnerMetric::Reported {
+        name: "conversion".into(),
+        higher_is_better: true,
+    };
+    // Each side reported once, at the start: long out of the 30-second window at the end.
+    let reports = vec![
+        report(Role::Baseline, 0.0, 0.10),
+        report(Role::Candidate, 0.0, 0.12),
+    ];
+    let mut d = ab_test(metric, true);
+    let mut t = 0.0;
+
+    while d.status.is_active() && t < 2000.0 {
+        let mut observations = probed(true, at(t));
+        observations.reports = reports.clone();
+        d = tick(&d, &observations, at(t)).deployment;
+        t += 5.0;
+    }
+
+    assert_eq!(d.status, Status::Succeeded, "{:?}", d.state.reason);
+    assert!(t <= 70.0, "decided when the test ended, at {t}");
+    assert_eq!(d.state.traffic, TrafficSplit::CANDIDATE_ONLY);
 }
 
 #[test]

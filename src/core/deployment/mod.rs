@@ -273,12 +273,22 @@ impl Deployment {
         self.state.traffic.weights(self.strategy())
     }
 
-    /// Reports received before this are outside the analysis window and can go.
-    pub fn reports_cutoff(&self) -> DateTime<Utc> {
+    /// Traffic reported from this time on counts in an analysis made at `now`: an A/B test
+    /// is decided on everything reported since it was created, the other strategies on the
+    /// analysis window.
+    pub fn reports_from(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        if self.strategy() == Strategy::AbTest {
+            return self.created_at;
+        }
         let window = chrono::Duration::milliseconds(
             i64::try_from(self.spec.analysis.window_ms).unwrap_or(i64::MAX / 2),
         );
-        self.updated_at - window
+        now - window
+    }
+
+    /// Reports received before this no longer count and can go.
+    pub fn reports_cutoff(&self) -> DateTime<Utc> {
+        self.reports_from(self.updated_at)
     }
 }
 

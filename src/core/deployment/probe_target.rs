@@ -2,10 +2,11 @@
 //!
 //! A health URL is given by a tenant and fetched by the service from inside the platform, so
 //! it could be aimed at addresses no tenant should reach: the cloud's instance metadata
-//! (credentials live there), link-local services, or addresses that mean "this host". Those
-//! are refused unless an operator allows them (`AUMOS_MLOPS_PROBE_ALLOWED_NETWORKS`). The
-//! check runs twice: on the URL when a deployment is created, and on every address a host
-//! name resolves to when it is probed, so DNS cannot be used to slip past it.
+//! (credentials live there), link-local services, or this host itself (loopback, where
+//! sidecars keep their admin ports). Those are refused unless an operator allows them
+//! (`AUMOS_MLOPS_PROBE_ALLOWED_NETWORKS`). The check runs twice: on the URL when a deployment
+//! is created, and on every address a host name resolves to when it is probed, so DNS cannot
+//! be used to slip past it.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -88,14 +89,23 @@ impl fmt::Display for Network {
     }
 }
 
-/// An IPv4 address written as IPv6 (`::ffff:169.254.169.254`) is checked as IPv4.
+/// An IPv4 address written as IPv6 is checked as IPv4: mapped (`::ffff:169.254.169.254`),
+/// compatible (`::169.254.169.254`) or translated by NAT64 (`64:ff9b::169.254.169.254`).
 fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(v6),
-        },
-        v4 => v4,
+    let IpAddr::V6(v6) = ip else {
+        return ip;
+    };
+    if v6.is_loopback() || v6.is_unspecified() {
+        return ip;
+    }
+    let s = v6.segments();
+    let embedded = || Ipv4Addr::from((u32::from(s[6]) << 16) | u32::from(s[7]));
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        IpAddr::V4(v4)
+    } else if s[..6] == [0, 0, 0, 0, 0, 0] || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        IpAddr::V4(embedded())
+    } else {
+        ip
     }
 }
 
@@ -107,7 +117,9 @@ fn refused(ip: IpAddr) -> Option<&'static str> {
             "link-local and cloud metadata",
         ),
         (Network::v4(100, 100, 100, 200, 32), "cloud metadata"),
+        (Network::v4(168, 63, 129, 16, 32), "cloud platform service"),
         (Network::v4(0, 0, 0, 0, 8), "this host"),
+        (Network::v4(127, 0, 0, 0, 8), "loopback"),
         (Network::v4(224, 0, 0, 0, 4), "multicast"),
         (Network::v4(255, 255, 255, 255, 32), "broadcast"),
     ];
@@ -120,6 +132,8 @@ fn refused(ip: IpAddr) -> Option<&'static str> {
             let segments = v6.segments();
             if v6.is_unspecified() {
                 Some("this host")
+            } else if v6.is_loopback() {
+                Some("loopback")
             } else if segments[0] & 0xffc0 == 0xfe80 {
                 Some("link-local")
             } else if segments[0] & 0xff00 == 0xff00 {
@@ -188,12 +202,16 @@ impl ProbeTargetPolicy {
             Some(Host::Ipv6(ip)) => self.check_address(IpAddr::V6(ip)).map(|()| url),
             Some(Host::Domain(name)) => {
                 let name = name.trim_end_matches('.').to_ascii_lowercase();
-                let metadata = METADATA_HOSTS.contains(&name.as_str());
-                if metadata && !self.allowed_hosts.contains(&name) {
+                let allowed = self.allowed_hosts.contains(&name);
+                if METADATA_HOSTS.contains(&name.as_str()) && !allowed {
                     return Err(format!(
                         "{name} is a cloud metadata service, which health checks may not \
                          reach (AUMOS_MLOPS_PROBE_ALLOWED_NETWORKS can allow it)"
                     ));
+                }
+                let local = name == "localhost" || name.ends_with(".localhost");
+                if local && !allowed {
+                    self.check_address(IpAddr::V4(Ipv4Addr::LOCALHOST))?;
                 }
                 Ok(url)
             }
@@ -217,6 +235,12 @@ mod tests {
             "http://metadata.google.internal/computeMetadata/v1/",
             "http://0.0.0.0:8080/health",
             "http://100.100.100.200/",
+            "http://127.0.0.1:15000/config_dump",
+            "http://[::1]:9000/",
+            "http://localhost:8080/health",
+            "http://[64:ff9b::a9fe:a9fe]/",
+            "http://[::a9fe:a9fe]/",
+            "http://168.63.129.16/machine",
         ] {
             assert!(policy.check_url(url).is_err(), "{url} must be refused");
         }
@@ -229,7 +253,6 @@ mod tests {
         for url in [
             "http://10.0.3.7:8080/health",
             "https://model-b.serving.svc.cluster.local/healthz",
-            "http://127.0.0.1:9000/health",
             "http://[2001:db8::5]/health",
         ] {
             assert!(policy.check_url(url).is_ok(), "{url} must be accepted");
@@ -254,5 +277,8 @@ mod tests {
         assert!(policy.check_url("http://169.254.169.254/").is_err());
         assert!(policy.check_url("http://metadata/health").is_ok());
         assert!(ProbeTargetPolicy::parse("10.0.0.0/40").is_err());
+        let local = ProbeTargetPolicy::parse("127.0.0.0/8").unwrap();
+        assert!(local.check_url("http://127.0.0.1:9000/health").is_ok());
+        assert!(local.check_url("http://localhost:9000/health").is_ok());
     }
 }

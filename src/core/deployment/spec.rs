@@ -14,6 +14,10 @@ use crate::core::{Error, ModelId};
 
 const DAY_MS: u64 = 24 * 3600 * 1000;
 
+/// The probes of a window are kept with the deployment and saved at every tick, so a window
+/// may span at most this many probe intervals.
+pub const MAX_PROBES_PER_WINDOW: u64 = 1000;
+
 /// How a deployment's health is judged, and how fast it moves.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AnalysisPolicy {
@@ -401,6 +405,14 @@ fn parse_analysis(
             "analysis.window_seconds",
             "must be at least one probe interval, or no probe could ever fall inside it",
         );
+    } else if window_ms / probe_interval_ms.max(1) > MAX_PROBES_PER_WINDOW {
+        v.push(
+            "analysis.window_seconds",
+            format!(
+                "may hold at most {MAX_PROBES_PER_WINDOW} probe intervals; lengthen \
+                 probe_interval_seconds or shorten the window"
+            ),
+        );
     }
     let error_threshold = match input.error_threshold {
         None => d.error_threshold,
@@ -645,6 +657,27 @@ pub(crate) mod tests {
                 "traffic_split",
             ]
         );
+    }
+
+    #[test]
+    fn a_window_of_more_than_a_thousand_probes_is_refused() {
+        let mut wide = input("canary");
+        wide.analysis = Some(AnalysisInput {
+            probe_interval_seconds: Some(0.05),
+            window_seconds: Some(3600.0),
+            ..Default::default()
+        });
+        let mut fitting = input("canary");
+        fitting.analysis = Some(AnalysisInput {
+            probe_interval_seconds: Some(1.0),
+            window_seconds: Some(1000.0),
+            ..Default::default()
+        });
+
+        let found = fields(NewDeployment::parse(wide, &defaults()).unwrap_err());
+
+        assert_eq!(found, ["analysis.window_seconds"]);
+        assert!(NewDeployment::parse(fitting, &defaults()).is_ok());
     }
 
     #[test]

@@ -245,7 +245,8 @@ impl DeploymentService {
         ))
     }
 
-    /// A command on a deployment that already ended must not undo a later deployment.
+    /// A command on a deployment that already ended must not undo a later deployment, nor
+    /// put its candidate in place of a version that became stable after it ended.
     async fn check_stable(&self, current: &Deployment, decision: &Decision) -> Result<()> {
         if current.status.is_active() {
             return Ok(());
@@ -257,6 +258,22 @@ impl DeploymentService {
         );
         if let Some(active) = self.store.active_deployment(tenant, model, env).await? {
             return Err(active_conflict(active, env));
+        }
+        if let Some(StableChange::Adopt { version }) = decision.stable {
+            let serving = self
+                .store
+                .stable_version(tenant, model, env)
+                .await?
+                .map(|s| s.version);
+            if serving != current.baseline_version {
+                return Err(Error::conflict(
+                    "status",
+                    format!(
+                        "the stable version in {env} changed after this deployment ended; \
+                         deploy version {version} anew instead"
+                    ),
+                ));
+            }
         }
         if let Some(StableChange::Revert { .. }) = decision.stable {
             let stable = self.store.stable_version(tenant, model, env).await?;

@@ -109,6 +109,11 @@ fn fast_vars() -> Vec<(&'static str, String)> {
         ("AUMOS_MLOPS_MLFLOW_TRACKING_URI", shared_mlflow()),
         ("AUMOS_MLFLOW__POLL_INTERVAL_MS", "100".to_owned()),
         ("AUMOS_CONTROLLER__POLL_INTERVAL_MS", "50".to_owned()),
+        // The variants' health endpoints run in the test, on loopback.
+        (
+            "AUMOS_MLOPS_PROBE_ALLOWED_NETWORKS",
+            "127.0.0.0/8".to_owned(),
+        ),
     ]
 }
 

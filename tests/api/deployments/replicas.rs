@@ -76,6 +76,7 @@ impl ServiceProcess {
             .env("AUMOS_KAFKA__BROKERS", "")
             .env("AUMOS_MLOPS_MLFLOW_TRACKING_URI", shared_mlflow())
             .env("AUMOS_MLFLOW__POLL_INTERVAL_MS", "100")
+            .env("AUMOS_MLOPS_PROBE_ALLOWED_NETWORKS", "127.0.0.0/8")
             .env("AUMOS_DATABASE__URL", &database.app_url)
             .env("AUMOS_DATABASE__MIGRATION_URL", &database.owner_url)
             .spawn()

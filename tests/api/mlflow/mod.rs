@@ -37,10 +37,16 @@ fn mlflow_vars(uri: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// A service copying into the MLflow server at `uri`, on SQLite or on a PostgreSQL database
+/// of its own. Not the shared one: every service on a database copies all of its runs, into
+/// its own MLflow server, and a test's services stop abruptly when the test ends, leaving
+/// claims that hold other tests' runs back until their lease lapses.
 async fn spawn_with_mlflow(backend: Backend, uri: &str) -> TestApp {
-    let vars = mlflow_vars(uri);
-    let borrowed: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    TestApp::spawn_with(backend, &borrowed).await
+    let database = match backend {
+        Backend::Postgres => Some(create_database().await),
+        Backend::Sqlite => None,
+    };
+    spawn_on_with_mlflow(database, uri).await
 }
 
 async fn spawn_on_with_mlflow(database: Option<PgDatabase>, uri: &str) -> TestApp {

@@ -125,13 +125,7 @@ async fn experiments_and_runs_arrive_under_the_tenant_namespace_on_postgres() {
 
 async fn runs_logged_while_mlflow_is_down_arrive_after_it_restarts(backend: Backend) {
     let mut server = MlflowServer::new();
-    // A database of its own: the sync workers of other tests' services on the shared database
-    // copy every tenant's runs into the shared MLflow server, not into this one.
-    let database = match backend {
-        Backend::Postgres => Some(create_database().await),
-        Backend::Sqlite => None,
-    };
-    let app = spawn_on_with_mlflow(database, &server.uri()).await;
+    let app = spawn_with_mlflow(backend, &server.uri()).await;
     let experiment = app.create_experiment("offline").await;
     let mut runs = Vec::new();
     for i in 0..5 {

@@ -276,14 +276,20 @@ impl DeploymentService {
             }
         }
         if let Some(StableChange::Revert { .. }) = decision.stable {
-            let stable = self.store.stable_version(tenant, model, env).await?;
-            if stable.is_some_and(|s| s.deployment != current.id) {
+            // Whoever recorded it, a rollback undoes this deployment's version only while
+            // that version is the one serving.
+            let serving = self
+                .store
+                .stable_version(tenant, model, env)
+                .await?
+                .map(|s| s.version);
+            if serving != Some(current.model_version) {
                 return Err(Error::conflict(
                     "status",
                     format!(
-                        "a later deployment made version {} stable in {env}; roll that one \
-                         back instead",
-                        stable.map(|s| s.version).unwrap_or_default()
+                        "version {} of this deployment no longer serves in {env}; roll back \
+                         the deployment that replaced it instead",
+                        current.model_version
                     ),
                 ));
             }

@@ -160,7 +160,53 @@ async fn a_succeeded_deployment_can_be_rolled_back_only_within_its_window(backen
     expect_status(redeploy, StatusCode::CREATED).await;
 }
 
+async fn a_rollback_undoes_only_the_version_that_serves(backend: Backend) {
+    let app = spawn(backend).await;
+    let model = promoted_model(&app).await;
+    assert_eq!(promote_run_of(&app, "second-version").await, model);
+    let health = HealthEndpoint::start().await;
+    let mut first = canary(&model, "production", &health);
+    first["traffic_split"] = json!({"stable": 10, "canary": 90});
+    let mut second = first.clone();
+    second["model_version"] = json!(2);
+    let v1 = create(&app, &first).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_for_end(&app, &v1).await;
+    let v2 = create(&app, &second).await;
+    let v2_id = v2["id"].as_str().unwrap().to_owned();
+    wait_for_end(&app, &v2_id).await;
+
+    let while_replaced = command(&app, &v1, "rollback", &json!({})).await;
+    let second_back = command(&app, &v2_id, "rollback", &json!({})).await;
+    let first_back = command(&app, &v1, "rollback", &json!({})).await;
+
+    assert_eq!(
+        v2["baseline_version"], 1,
+        "version 1 served when 2 was deployed"
+    );
+    let problem = expect_problem(while_replaced, StatusCode::CONFLICT).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no longer serves"),
+        "{problem}"
+    );
+    assert_eq!(
+        expect_status(second_back, StatusCode::OK).await["status"],
+        "rolled_back"
+    );
+    assert_eq!(
+        expect_status(first_back, StatusCode::OK).await["status"],
+        "rolled_back",
+        "with version 2 rolled back, version 1 serves again and can be rolled back too"
+    );
+}
+
 on_both!(
+    a_rollback_undoes_only_the_version_that_serves,
     a_paused_canary_holds_its_traffic_until_resumed,
     promote_skips_the_remaining_steps,
     a_manual_rollback_restores_the_stable_version_with_its_reason,

@@ -138,7 +138,13 @@ async fn spawn_on(database: &PgDatabase) -> TestApp {
 
 /// Promotes a finished run and returns the model's id; its version is 1.
 async fn promoted_model(app: &TestApp) -> String {
-    let experiment = app.create_experiment("deploy-me").await;
+    promote_run_of(app, "deploy-me").await
+}
+
+/// Promotes a finished run of a new experiment named `experiment` into the model `churn`,
+/// adding a version, and returns the model's id.
+async fn promote_run_of(app: &TestApp, experiment: &str) -> String {
+    let experiment = app.create_experiment(experiment).await;
     let run = app
         .create_run(
             &experiment,

@@ -12,7 +12,7 @@ use crate::kafka::{consume, Broker, Received};
 use crate::on_both_stores;
 
 /// Settings that point the relay at `broker` with topics under a fresh prefix.
-fn kafka_settings(broker: &Broker) -> (String, Vec<(&'static str, String)>) {
+pub fn kafka_settings(broker: &Broker) -> (String, Vec<(&'static str, String)>) {
     let prefix = format!("test.{}.", Uuid::now_v7().simple());
     let vars = vec![
         ("AUMOS_KAFKA__BROKERS", broker.address()),

@@ -22,6 +22,7 @@ macro_rules! on_both {
 
 mod canary;
 mod commands;
+mod kafka;
 mod replicas;
 mod strategies;
 

@@ -24,6 +24,7 @@ use crate::adapters::ChangeSignal;
 use crate::core::deployment::machine::{self, Observations};
 use crate::core::deployment::{Deployment, Role, TransitionKind};
 use crate::core::ports::{DeploymentStore, HealthProber, RolloutQueue};
+use crate::core::services::save_decision;
 use crate::core::Error;
 use crate::settings::ControllerSettings;
 use crate::workers::{pause, worker_id, Backoff};
@@ -202,22 +203,7 @@ impl RolloutController {
         let observations = self.observe(current).await?;
         let now = crate::core::run::now();
         let decision = machine::tick(current, &observations, now);
-        let mut deployment = decision.deployment;
-        deployment.version = current.version + 1;
-        let events: Vec<_> = decision
-            .history
-            .iter()
-            .map(|h| h.event(&deployment))
-            .collect();
-        self.store
-            .save_deployment(
-                &deployment,
-                current.version,
-                &decision.history,
-                decision.stable,
-                &events,
-            )
-            .await?;
+        let deployment = save_decision(self.store.as_ref(), current, &decision).await?;
         for entry in &decision.history {
             self.metrics
                 .transitions

@@ -32,6 +32,33 @@ pub struct DeploymentService {
     defaults: Arc<DeploymentDefaults>,
 }
 
+/// Saves a decision about `current` with its history and events, checking that `current` is
+/// still the stored version; returns the deployment as saved. Used for people's commands and
+/// the controller's ticks alike.
+pub async fn save_decision(
+    store: &dyn DeploymentStore,
+    current: &Deployment,
+    decision: &Decision,
+) -> Result<Deployment> {
+    let mut deployment = decision.deployment.clone();
+    deployment.version = current.version + 1;
+    let events: Vec<_> = decision
+        .history
+        .iter()
+        .map(|h| h.event(&deployment))
+        .collect();
+    store
+        .save_deployment(
+            &deployment,
+            current.version,
+            &decision.history,
+            decision.stable,
+            &events,
+        )
+        .await?;
+    Ok(deployment)
+}
+
 /// The actor recorded for a person's request.
 pub fn user_actor(subject: &str) -> String {
     format!("user:{subject}")
@@ -298,23 +325,7 @@ impl DeploymentService {
     }
 
     async fn save(&self, current: &Deployment, decision: Decision) -> Result<Deployment> {
-        let mut deployment = decision.deployment;
-        deployment.version = current.version + 1;
-        let events: Vec<_> = decision
-            .history
-            .iter()
-            .map(|h| h.event(&deployment))
-            .collect();
-        self.store
-            .save_deployment(
-                &deployment,
-                current.version,
-                &decision.history,
-                decision.stable,
-                &events,
-            )
-            .await?;
-        Ok(deployment)
+        save_decision(self.store.as_ref(), current, &decision).await
     }
 
     /// Takes in what the serving layer observed of one variant.

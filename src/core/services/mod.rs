@@ -7,7 +7,9 @@ mod experiments;
 mod models;
 mod runs;
 
-pub use deployments::{user_actor, DeploymentService, DEPLOYMENT_ORDERING, HISTORY_ORDERING};
+pub use deployments::{
+    save_decision, user_actor, DeploymentService, DEPLOYMENT_ORDERING, HISTORY_ORDERING,
+};
 pub use events::{EventService, EVENT_ORDERING};
 pub use experiments::{ExperimentService, EXPERIMENT_ORDERING};
 pub use models::{ModelService, Promoted, MODEL_ORDERING};

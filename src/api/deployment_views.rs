@@ -310,13 +310,6 @@ fn health(d: &Deployment) -> BTreeMap<String, VariantHealthResponse> {
         .collect()
 }
 
-fn snake_case<T: Serialize>(value: &T) -> String {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(text)) => text,
-        _ => String::new(),
-    }
-}
-
 impl From<Deployment> for DeploymentResponse {
     fn from(d: Deployment) -> Self {
         let analysis = &d.spec.analysis;
@@ -328,7 +321,7 @@ impl From<Deployment> for DeploymentResponse {
             strategy: d.strategy().as_str().to_owned(),
             target_environment: d.target_environment.clone(),
             status: d.status.as_str().to_owned(),
-            phase: snake_case(&d.state.phase),
+            phase: d.state.phase.as_str().to_owned(),
             traffic_split: d.weights(),
             mirror_percent: d.state.mirror_percent,
             current_step: d.state.step,

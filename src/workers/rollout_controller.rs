@@ -203,7 +203,8 @@ impl RolloutController {
         let observations = self.observe(current).await?;
         let now = crate::core::run::now();
         let decision = machine::tick(current, &observations, now);
-        let deployment = save_decision(self.store.as_ref(), current, &decision).await?;
+        let decision = save_decision(self.store.as_ref(), current, decision).await?;
+        let deployment = &decision.deployment;
         for entry in &decision.history {
             self.metrics
                 .transitions

@@ -12,13 +12,13 @@ use uuid::Uuid;
 
 use crate::adapters::postgres::{prepare, PgStore};
 use crate::adapters::sql::deployments::{
-    decode_claimed, deployments_page, history_page, is_second_active, parse_json, parse_stored,
+    decode_claimed, deployments_page, history_page, insert_refused, parse_json, parse_stored,
     DEPLOYMENT_COLUMNS, REPORT_COLUMNS,
 };
 use crate::adapters::sql::{db_error, map_error, Dialect, MissingParent};
 use crate::core::deployment::{
-    active_conflict, Deployment, DeploymentFilter, HistoryEntry, StableChange, StableVersion,
-    TrafficReport, TrafficSplit,
+    Deployment, DeploymentFilter, HistoryEntry, StableChange, StableVersion, TrafficReport,
+    TrafficSplit,
 };
 use crate::core::events::DomainEvent;
 use crate::core::pagination::PageRequest;
@@ -215,20 +215,7 @@ impl DeploymentStore for PgStore {
         .await;
         if let Err(error) = inserted {
             drop(tx);
-            if is_second_active(&error) {
-                let active = self
-                    .active_deployment(d.tenant_id, d.model_id, &d.target_environment)
-                    .await?;
-                return Err(active_conflict(
-                    active.unwrap_or(d.id),
-                    &d.target_environment,
-                ));
-            }
-            let parent = MissingParent {
-                resource: "model",
-                id: *d.model_id.as_uuid(),
-            };
-            return Err(map_error(error, Some(parent)));
+            return Err(insert_refused(self, d, error).await);
         }
         insert_history(&mut tx, history).await?;
         self.commit_with_events(tx, events).await?;

@@ -1,10 +1,11 @@
 //! SQL for deployments shared by both adapters: the columns, the listing queries, and how a
 //! second active deployment of a model shows up as a database error.
 
-use crate::adapters::sql::{Bind, Dialect, Sql};
-use crate::core::deployment::{Deployment, DeploymentFilter};
+use crate::adapters::sql::{map_error, Bind, Dialect, MissingParent, Sql};
+use crate::core::deployment::{active_conflict, Deployment, DeploymentFilter};
 use crate::core::pagination::PageRequest;
-use crate::core::{DeploymentId, Result, TenantId};
+use crate::core::ports::DeploymentStore;
+use crate::core::{DeploymentId, Error, Result, TenantId};
 
 pub const DEPLOYMENT_COLUMNS: &str = "tenant_id, id, model_id, model_version, baseline_version, \
      target_environment, status, spec, state, created_by, created_at, updated_at, version, \
@@ -17,7 +18,7 @@ pub const REPORT_COLUMNS: &str =
     "role, requests, errors, latency_p99_ms, window_seconds, metrics, received_at";
 
 /// Whether a database error is the one-active-deployment index refusing a second one.
-pub fn is_second_active(error: &sqlx::Error) -> bool {
+fn is_second_active(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Database(db) if db.is_unique_violation() => {
             db.constraint() == Some("deployments_one_active_idx")
@@ -129,4 +130,28 @@ pub fn decode_claimed<R>(
             }
         })
         .collect()
+}
+
+/// The error for an insert of `d` that the database refused: a second active deployment of the
+/// model in the environment (409 naming the active one), a model that does not exist, or
+/// whatever else `map_error` makes of it.
+pub async fn insert_refused(
+    store: &dyn DeploymentStore,
+    d: &Deployment,
+    error: sqlx::Error,
+) -> Error {
+    if is_second_active(&error) {
+        return match store
+            .active_deployment(d.tenant_id, d.model_id, &d.target_environment)
+            .await
+        {
+            Ok(active) => active_conflict(active.unwrap_or(d.id), &d.target_environment),
+            Err(lookup) => lookup,
+        };
+    }
+    let parent = MissingParent {
+        resource: "model",
+        id: *d.model_id.as_uuid(),
+    };
+    map_error(error, Some(parent))
 }

@@ -38,6 +38,20 @@ pub enum Phase {
     Done,
 }
 
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Waiting => "waiting",
+            Self::Stepping => "stepping",
+            Self::PrePromotion => "pre_promotion",
+            Self::PostPromotion => "post_promotion",
+            Self::Mirroring => "mirroring",
+            Self::Testing => "testing",
+            Self::Done => "done",
+        }
+    }
+}
+
 /// The latest probe of a variant, as shown by the API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastProbe {

@@ -593,3 +593,21 @@ fn probes_older_than_the_window_are_dropped_from_the_state() {
     assert!(kept.len() <= 7, "{} probes kept", kept.len());
     assert!(d.state.last_probe.candidate.as_ref().unwrap().ok);
 }
+
+#[test]
+fn phase_names_match_their_stored_form() {
+    for phase in [
+        Phase::Waiting,
+        Phase::Stepping,
+        Phase::PrePromotion,
+        Phase::PostPromotion,
+        Phase::Mirroring,
+        Phase::Testing,
+        Phase::Done,
+    ] {
+        assert_eq!(
+            serde_json::to_value(phase).unwrap(),
+            serde_json::json!(phase.as_str())
+        );
+    }
+}

@@ -33,30 +33,29 @@ pub struct DeploymentService {
 }
 
 /// Saves a decision about `current` with its history and events, checking that `current` is
-/// still the stored version; returns the deployment as saved. Used for people's commands and
-/// the controller's ticks alike.
+/// still the stored version; returns the decision with the deployment as saved. Used for
+/// people's commands and the controller's ticks alike.
 pub async fn save_decision(
     store: &dyn DeploymentStore,
     current: &Deployment,
-    decision: &Decision,
-) -> Result<Deployment> {
-    let mut deployment = decision.deployment.clone();
-    deployment.version = current.version + 1;
+    mut decision: Decision,
+) -> Result<Decision> {
+    decision.deployment.version = current.version + 1;
     let events: Vec<_> = decision
         .history
         .iter()
-        .map(|h| h.event(&deployment))
+        .map(|h| h.event(&decision.deployment))
         .collect();
     store
         .save_deployment(
-            &deployment,
+            &decision.deployment,
             current.version,
             &decision.history,
             decision.stable,
             &events,
         )
         .await?;
-    Ok(deployment)
+    Ok(decision)
 }
 
 /// The actor recorded for a person's request.
@@ -325,7 +324,9 @@ impl DeploymentService {
     }
 
     async fn save(&self, current: &Deployment, decision: Decision) -> Result<Deployment> {
-        save_decision(self.store.as_ref(), current, &decision).await
+        Ok(save_decision(self.store.as_ref(), current, decision)
+            .await?
+            .deployment)
     }
 
     /// Takes in what the serving layer observed of one variant.

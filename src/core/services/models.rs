@@ -60,7 +60,10 @@ impl ModelService {
 
     /// Registers the model of a FINISHED run as a new version in MLflow's registry, points the
     /// alias at it and records it. A run not yet in MLflow is waited for, briefly.
-    #[tracing::instrument(skip_all, fields(tenant.id = %tenant, run.id = %run_id, model.name = %request.model_name))]
+    #[tracing::instrument(
+        skip_all,
+        fields(tenant.id = %tenant, run.id = %run_id, model.name = %request.model_name)
+    )]
     pub async fn promote(
         &self,
         tenant: TenantId,

@@ -84,7 +84,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         for name in &settings.unknown_variables {
-            tracing::warn!(variable = %name, "ignoring an AUMOS_ variable this service does not know");
+            tracing::warn!(
+                variable = %name,
+                "ignoring an AUMOS_ variable this service does not know"
+            );
         }
         match command {
             Command::Migrate => {

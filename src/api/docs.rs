@@ -21,7 +21,8 @@ use crate::api::problem::{Problem, PROBLEM_JSON};
     tags(
         (name = "experiments", description = "Experiments: named, tagged containers of runs"),
         (name = "runs", description = "Runs: params, metrics and tags of one training attempt"),
-        (name = "models", description = "Runs promoted into MLflow's model registry, with versions and aliases"),
+        (name = "models",
+         description = "Runs promoted into MLflow's model registry, with versions and aliases"),
         (name = "deployments",
          description = "Canary, A/B test, shadow and blue-green rollouts of promoted models"),
         (name = "events", description = "The tenant's lifecycle events (the audit trail)"),

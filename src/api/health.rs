@@ -60,7 +60,7 @@ pub async fn live() -> axum::Json<Liveness> {
     axum::Json(Liveness { status: "alive" })
 }
 
-/// Readiness: 200 when the database answers (degraded while Kafka or MLflow is down), 503 when it does not
+/// Readiness: 200 when the database answers (degraded without Kafka or MLflow), else 503
 #[utoipa::path(
     get,
     path = "/ready",
@@ -195,7 +195,8 @@ async fn mlflow_status(state: &AppState, database_up: bool) -> DependencyStatus 
     get,
     path = "/metrics",
     tag = "probes",
-    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"))
+    responses((status = 200, description = "Prometheus text format", body = String,
+               content_type = "text/plain"))
 )]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (

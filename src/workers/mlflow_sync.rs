@@ -423,7 +423,8 @@ impl MlflowSync {
     }
 
     /// Records the outage (`error`, as MLflow's failure reads) on items the pass did not get
-    /// to and gives their leases back; they are due again as soon as MLflow answers (the worker's own backoff paces the retries).
+    /// to and gives their leases back; they are due again as soon as MLflow answers (the
+    /// worker's own backoff paces the retries).
     async fn mark_waiting(&self, items: Vec<(crate::core::TenantId, SyncTarget)>, error: &str) {
         for (tenant, target) in items {
             let recorded = self
@@ -431,7 +432,10 @@ impl MlflowSync {
                 .record_failure(tenant, target, error, Utc::now())
                 .await;
             if let Err(error) = recorded {
-                debug!(%error, "cannot record the MLflow outage on a sync item; its lease will expire");
+                debug!(
+                    %error,
+                    "cannot record the MLflow outage on a sync item; its lease will expire"
+                );
             }
         }
     }

@@ -142,13 +142,20 @@ impl OutboxRelay {
         }
         if let Err(error) = self.outbox.mark_published(&published).await {
             // They reached Kafka; they will be sent again and consumers drop the duplicates.
-            warn!(%error, events = published.len(), "cannot mark published events; they will be resent");
+            warn!(
+                %error,
+                events = published.len(),
+                "cannot mark published events; they will be resent"
+            );
         }
         match first_error {
             None => Ok(published.len()),
             Some(error) => {
                 if let Err(db) = self.outbox.release(&self.relay_id, &failed, &error).await {
-                    warn!(error = %db, "cannot release unpublished events; their lease will expire");
+                    warn!(
+                        error = %db,
+                        "cannot release unpublished events; their lease will expire"
+                    );
                 }
                 Err(error)
             }
